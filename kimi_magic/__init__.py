@@ -1,0 +1,44 @@
+"""kimi_magic: a Jupyter notebook as the place to run long work with Moonshot's Kimi.
+
+``%load_ext kimi_magic`` adds ``%%kimi`` (ask, streaming), ``%kimi`` (snapshot, rollback,
+compress, recall, pin, status, ...) and ``%%kimi_pin``; ``%config KimiMagic`` configures it.
+From plain Python: ``kimi_magic.Session("name", kimi_magic.Settings(...)).ask("...")``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .client import KimiClient, KimiError, Options
+from .context import Context, Message, Pin
+from .session import CompressResult, Session, SessionError, Snapshot, Turn
+from .settings import Settings
+from .store import Store
+
+__all__ = ["Context", "CompressResult", "KimiClient", "KimiError", "Message", "Options", "Pin",
+           "Session", "SessionError", "Settings", "Snapshot", "Store", "Turn",
+           "load_ipython_extension", "unload_ipython_extension"]
+__version__ = "0.1.0"
+
+
+
+def load_ipython_extension(ip: Any) -> None:
+    """``%load_ext kimi_magic``: register the magics and the ``KimiMagic`` configurable."""
+    from .magics import KimiMagic
+
+    magic = KimiMagic(shell=ip, config=ip.config)
+    ip.register_magics(magic)
+    ip.configurables.append(magic)
+
+
+def unload_ipython_extension(ip: Any) -> None:
+    """``%unload_ext kimi_magic``: remove the magics, the configurable and open sessions."""
+    magic = ip.magics_manager.registry.pop("KimiMagic", None)
+    if magic is None:
+        return
+    for kind, names in (("line", ("kimi",)), ("cell", ("kimi", "kimi_pin"))):
+        for name in names:
+            ip.magics_manager.magics[kind].pop(name, None)
+    if magic in ip.configurables:
+        ip.configurables.remove(magic)
+    magic.sessions.close()

@@ -1,0 +1,128 @@
+"""Kimi models and prices as data: one table with its date, overridable at run time.
+
+Windows come from ``GET /v1/models`` when the server reports them; this table is the fallback
+and the only place model ids and prices live. Override any entry with
+``%config KimiMagic.model_overrides = {"kimi-k3": {"output": 14.0}}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+#: When the figures below were last checked against Moonshot's published pages.
+TABLE_DATE = "2026-11-01"
+
+#: Batch API jobs are billed at this fraction of the on-demand price.
+BATCH_DISCOUNT = 0.60
+
+#: Dollars per builtin ``$web_search`` call.
+WEB_SEARCH_USD = 0.005
+
+#: Kimi's prompt cache forgets an entry this many seconds after its last hit.
+CACHE_TTL_SECONDS = 300.0
+#: ... or this many with ``prompt_cache_options`` asking for the long TTL.
+CACHE_TTL_LONG_SECONDS = 3600.0
+
+
+@dataclass(frozen=True)
+class Model:
+    """What the client needs to know about one model id.
+
+    ``thinking`` is ``"default"`` (on unless disabled), ``"always"`` or ``"never"``.
+    Prices are USD per million tokens; ``None`` means unknown (self-hosted servers).
+    """
+
+    id: str
+    context_length: int
+    thinking: str = "never"
+    effort: bool = False
+    batch: bool = False
+    images: bool = True
+    cache_hit: float | None = None
+    cache_miss: float | None = None
+    output: float | None = None
+    cache_write: float | None = None
+    cache_write_long: float | None = None
+    context_from_server: bool = False
+
+    @property
+    def priced(self) -> bool:
+        return self.cache_miss is not None and self.output is not None
+
+    def cost(
+        self,
+        prompt_tokens: int,
+        cached_tokens: int = 0,
+        completion_tokens: int = 0,
+        cache_write_tokens: int = 0,
+        *,
+        long_ttl: bool = False,
+        batch: bool = False,
+    ) -> float | None:
+        """Dollars for one call; ``prompt_tokens`` includes cached and cache-write tokens."""
+        if not self.priced:
+            return None
+        hit = self.cache_hit if self.cache_hit is not None else self.cache_miss
+        write = (self.cache_write_long if long_ttl else self.cache_write) or self.cache_miss
+        fresh = max(prompt_tokens - cached_tokens - cache_write_tokens, 0)
+        usd = (
+            cached_tokens * hit
+            + cache_write_tokens * write
+            + fresh * self.cache_miss
+            + completion_tokens * self.output
+        ) / 1e6
+        return usd * (BATCH_DISCOUNT if batch else 1.0)
+
+
+MODELS: dict[str, Model] = {
+    m.id: m
+    for m in (
+        Model("kimi-k2.6", 262_144, thinking="default", batch=True,
+              cache_hit=0.16, cache_miss=0.95, output=4.00),
+        Model("kimi-k2.7-code", 262_144, thinking="always", batch=True,
+              cache_hit=0.19, cache_miss=0.95, output=4.00),
+        Model("kimi-k2.7-code-highspeed", 262_144, thinking="always",
+              cache_hit=0.38, cache_miss=1.90, output=8.00),
+        Model("kimi-k3", 1_048_576, thinking="always", effort=True,
+              cache_hit=0.30, cache_miss=3.00, output=15.00,
+              cache_write=3.00, cache_write_long=6.00),
+    )
+}
+
+DEFAULT_MODEL = "kimi-k2.6"
+
+#: Ids Moonshot has retired (they answer 404); matched by prefix.
+RETIRED_PREFIXES = ("kimi-k2-", "kimi-k2.5", "kimi-latest", "moonshot-v1-")
+
+#: A window assumed for an unknown model on a server that does not say (self-hosted).
+UNKNOWN_CONTEXT_LENGTH = 8_192
+
+EFFORTS = ("low", "high", "max")
+
+
+def is_retired(model_id: str) -> bool:
+    return model_id.startswith(RETIRED_PREFIXES)
+
+
+def resolve(
+    model_id: str,
+    server: Mapping[str, Mapping[str, Any]] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Model:
+    """The effective ``Model`` for an id: table, then what the server said, then user overrides.
+
+    >>> resolve("kimi-k3").context_length
+    1048576
+    """
+    model = MODELS.get(model_id) or Model(model_id, UNKNOWN_CONTEXT_LENGTH)
+    info = (server or {}).get(model_id) or {}
+    if info.get("context_length"):
+        model = replace(model, context_length=int(info["context_length"]), context_from_server=True)
+    if "supports_reasoning" in info and model_id not in MODELS:
+        model = replace(model, thinking="default" if info["supports_reasoning"] else "never")
+    extra = (overrides or {}).get(model_id)
+    if extra:
+        model = replace(model, **dict(extra))
+    return model

@@ -1,0 +1,746 @@
+"""A conversation with Kimi that the kernel keeps: ``Session``.
+
+The API is stateless, so the session holds the context (system prompt, pins, summary,
+history), sends it whole every turn, records what each turn cost, and manages the window:
+snapshots and rollback, truncate, compress with a fact check, an archive to recall from, and
+a rolling policy that compacts in large steps when the context nears the window.
+
+>>> s = Session("demo", Settings(base_url=sim.url, api_key="sk-test"), store=Store(":memory:"))
+>>> s.ask("My favourite number is 42.").text
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from . import compress as compression
+from . import models as model_table
+from .client import KimiClient, KimiError, Options, Reply, Usage, build_request
+from .context import Context, Message, Pin
+from .models import Model
+from .settings import Settings
+from .store import Store
+
+#: Receives (event, detail) after every change: "turn", "pin", "snapshot", "rollback",
+#: "compact", "reset", "notice".
+Observer = Callable[[str, Any], None]
+
+
+class Tools(Protocol):
+    """What ``ask(tools=...)`` needs: schemas to send and a way to run one call."""
+
+    specs: list[dict[str, Any]]
+    max_steps: int
+
+    def run(self, call: dict[str, Any]) -> str: ...
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A saved context: a reference to immutable messages, so taking one is O(1)."""
+
+    id: int
+    label: str
+    time: float
+    turns: int
+    tokens: int
+    context: Context = field(repr=False)
+    parent: int | None = None
+    auto: bool = False
+
+
+@dataclass
+class Turn:
+    """What one ``ask`` produced and cost."""
+
+    text: str
+    reasoning: str
+    model: str
+    usage: Usage
+    cost: float | None
+    seconds: float
+    context_tokens: int
+    window: int
+    recorded: bool = True
+    replaced: int | None = None
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+    finish_reason: str | None = None
+
+    @property
+    def exact(self) -> bool:
+        return self.usage.exact
+
+    @property
+    def fill(self) -> float:
+        return self.context_tokens / self.window if self.window else 0.0
+
+    def line(self) -> str:
+        """The compact status line shown under a reply."""
+        u = self.usage
+        mark = "" if u.exact else "~"
+        cached = f" ({mark}{u.cached_tokens:,} cached)" if u.cached_tokens else ""
+        cost = f"${self.cost:.4f}" if self.cost is not None else "cost unknown"
+        kind = "exact" if u.exact else "estimated"
+        return (f"{self.model} · in {mark}{u.prompt_tokens:,}{cached} / out "
+                f"{mark}{u.completion_tokens:,} tokens · {mark}{cost} · context "
+                f"{self.fill:.0%} of {self.window:,} · {kind} · {self.seconds:.1f}s")
+
+
+@dataclass
+class CompressResult:
+    tokens_before: int
+    tokens_after: int
+    rounds: int
+    check: compression.CheckResult
+    snapshot: Snapshot
+    cost: float | None
+
+    def line(self) -> str:
+        restored = len(self.check.restored)
+        return (f"Compressed {self.rounds} rounds: {self.tokens_before:,} → "
+                f"{self.tokens_after:,} tokens; the fact check restored {restored} of "
+                f"{self.check.facts} facts the summary lacked"
+                + (f", {len(self.check.dropped)} over budget (recallable)"
+                   if self.check.dropped else "")
+                + f"; snapshot #{self.snapshot.id} taken before.")
+
+
+class SessionError(Exception):
+    """A user mistake or refused operation: one line, nothing changed."""
+
+
+class Session:
+    """One conversation: context, snapshots, archive and accounting, persisted in a ``Store``."""
+
+    def __init__(self, name: str = "default", settings: Settings | None = None, *,
+                 store: Store | None = None, client: KimiClient | None = None,
+                 client_provider: Callable[[], KimiClient] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.name = name
+        self.settings = settings or Settings.from_env()
+        self.store = store if store is not None else Store()
+        self._client = client
+        self._client_provider = client_provider
+        self.clock = clock
+        self.lock = threading.RLock()
+        self._observers: list[Observer] = []
+        #: Called before each request to re-render live pins: (context) -> (context, notices).
+        self.refresh_pins: Callable[[Context], tuple[Context, list[str]]] | None = None
+        self.snapshots: list[Snapshot] = []
+        self.turns: list[dict[str, Any]] = []
+        self._exact: tuple[Context, int] | None = None
+        self._calibration = 1.0
+        self.last_call: float | None = None
+        self.last_model: str | None = None
+        self.current_snapshot: int | None = None
+        loaded = self.store.load_session(name)
+        if loaded:
+            self.context, _model, state = loaded
+            self.last_call = state.get("last_call")
+            self._calibration = state.get("calibration", 1.0)
+            self.snapshots = [self._snapshot_from_row(r) for r in self.store.snapshots(name)]
+            self.turns = self.store.turns(name)
+        else:
+            system = Message.of("system", self.settings.system) if self.settings.system else None
+            self.context = Context(system=system)
+
+    def __repr__(self) -> str:
+        return (f"Session({self.name!r}, model={self.settings.model!r}, "
+                f"rounds={len(self.context.rounds)}, tokens={self.tokens():,})")
+
+    # -- plumbing ---------------------------------------------------------------------------
+    @property
+    def client(self) -> KimiClient:
+        if self._client is None and self._client_provider is not None:
+            self._client = self._client_provider()
+        if self._client is None:
+            self._client = connect(self.settings)
+        return self._client
+
+    def subscribe(self, observer: Observer) -> Callable[[], None]:
+        """Call ``observer(event, detail)`` after every change; returns an unsubscribe."""
+        self._observers.append(observer)
+        return lambda: self._observers.remove(observer) if observer in self._observers else None
+
+    def _notify(self, event: str, detail: Any = None) -> None:
+        for observer in list(self._observers):
+            try:
+                observer(event, detail)
+            except Exception:  # a broken view must never break the conversation
+                pass
+
+    def model(self, model_id: str | None = None) -> Model:
+        """The effective ``Model`` (table, server's ``/v1/models``, overrides)."""
+        model_id = model_id or self.settings.model
+        server = {}
+        if self._client is not None or self.settings.api_key:
+            try:
+                server = self.client.models()
+            except KimiError:
+                server = {}
+        return model_table.resolve(model_id, server, self.settings.model_overrides)
+
+    def _commit(self, ctx: Context, *, turn: dict[str, Any] | None = None,
+                archive: tuple[str, list[list[Message]]] | None = None,
+                new_history: bool = False) -> Context:
+        """Persist ``ctx`` as the head (plus a turn and archive rows) in one transaction."""
+        with self.store.transaction() as conn:
+            if new_history:
+                ctx = replace(ctx, node=None)
+                ctx = self.store.ensure_chain(conn, ctx)
+            if archive:
+                self.store.archive(conn, self.name, archive[0], archive[1])
+            if turn:
+                self.store.record_turn(conn, self.name, turn)
+            self.store.save_head(conn, self.name, ctx, self.settings.model, self._state())
+        self.context = ctx
+        if turn:
+            self.turns.append({"session": self.name, **turn})
+        return ctx
+
+    def _state(self) -> dict[str, Any]:
+        return {"model": self.settings.model, "last_call": self.last_call,
+                "calibration": self._calibration}
+
+    # -- tokens and cost ----------------------------------------------------------------------
+    def tokens(self) -> int:
+        """Tokens the context holds: exact if the server counted this very context."""
+        if self._exact and self._exact[0] is self.context:
+            return self._exact[1]
+        return int(self.context.tokens * self._calibration)
+
+    @property
+    def tokens_exact(self) -> bool:
+        return bool(self._exact and self._exact[0] is self.context)
+
+    def layers(self) -> dict[str, int]:
+        return {k: int(v * self._calibration) for k, v in self.context.layers.items()}
+
+    def cache_ttl(self) -> float:
+        return (model_table.CACHE_TTL_LONG_SECONDS if self.settings.cache_ttl
+                else model_table.CACHE_TTL_SECONDS)
+
+    def cache_seconds_left(self) -> float:
+        """Seconds until Kimi's prompt cache probably forgets this context (0 if cold)."""
+        if self.last_call is None:
+            return 0.0
+        return max(0.0, self.last_call + self.cache_ttl() - self.clock())
+
+    def status(self) -> dict[str, Any]:
+        """Everything the status line and the widget show, as plain data."""
+        model = self.model()
+        window = model.context_length
+        chat = [t for t in self.turns if t.get("kind") == "chat"]
+        prompt = sum(t["prompt_tokens"] or 0 for t in self.turns)
+        cached = sum(t["cached_tokens"] or 0 for t in self.turns)
+        costs = [t["cost"] for t in self.turns if t.get("cost") is not None]
+        tokens = self.tokens()
+        warm_cost = model.cost(tokens, cached_tokens=tokens)
+        cold_cost = model.cost(tokens)
+        return {
+            "session": self.name, "model": model.id, "window": window,
+            "window_source": "server" if model.context_from_server else "table",
+            "tokens": tokens, "exact": self.tokens_exact, "layers": self.layers(),
+            "fill": tokens / window if window else 0.0,
+            "threshold": self.settings.threshold(window),
+            "rounds": len(self.context.rounds), "turns": len(chat),
+            "pins": [(p.name, p.kind, p.tokens) for p in self.context.pins],
+            "snapshots": len(self.snapshots), "summary": self.context.summary is not None,
+            "cost_total": sum(costs), "cost_last": costs[-1] if costs else None,
+            "priced": model.priced,
+            "cache_hit_rate": cached / prompt if prompt else 0.0,
+            "cache_seconds_left": self.cache_seconds_left(),
+            "cache_warm": self.cache_seconds_left() > 0,
+            "next_turn_warm": warm_cost, "next_turn_cold": cold_cost,
+            "tokenizer": _tokenizer_source(),
+        }
+
+    # -- asking -------------------------------------------------------------------------------
+    def ask(self, prompt: str | list[dict[str, Any]], *, model: str | None = None,
+            options: Options | None = None, once: bool = False, cell_id: str | None = None,
+            on_delta: Callable[[str, str], None] | None = None,
+            tools: Tools | None = None) -> Turn:
+        """Send ``prompt`` with the whole context and record the turn (unless ``once``).
+
+        A failed call records nothing: the context is exactly as before. With ``cell_id``,
+        a turn that came from the same notebook cell is replaced rather than duplicated.
+        """
+        if isinstance(prompt, str) and not prompt.strip():
+            raise SessionError("the prompt is empty: write it in the cell body")
+        opts = replace(options) if options else Options()
+        with self.lock:
+            notices: list[str] = []
+            base, replaced, replaced_rounds = self._base_for(cell_id)
+            if self.refresh_pins is not None:
+                base, pin_notices = self.refresh_pins(base)
+                notices += pin_notices
+            meta = {"cell_id": cell_id} if cell_id else {}
+            user = Message({"role": "user", "content": prompt}, meta)
+            chosen = self._choose_model(model, base, user, opts, notices)
+            base = self._fit(base, user, chosen, opts, notices)
+            messages = list(base.wire()) + [user.data]
+            new: list[Message] = [user]
+            usage_total = Usage(exact=True)
+            cost_total: float | None = 0.0
+            seconds = 0.0
+            tool_log: list[dict[str, Any]] = []
+            steps = 0
+            while True:
+                sent = base.tokens + sum(m.tokens for m in new)
+                reply = self._call(chosen, messages, opts, on_delta, base, new, notices, sent)
+                usage = reply.usage or self._estimated_usage(sent, reply)
+                cost = self._cost(chosen, usage)
+                _add_usage(usage_total, usage)
+                cost_total = None if cost is None or cost_total is None else cost_total + cost
+                seconds += reply.seconds
+                assistant = dict(reply.message)
+                if opts.prefix is not None:
+                    # Partial mode: the reply excludes the prefix; keep them joined, and never
+                    # keep the "partial" flag in history.
+                    assistant["content"] = opts.prefix + (assistant.get("content") or "")
+                new.append(Message(assistant))
+                messages.append(assistant)
+                if not (tools and reply.tool_calls and reply.finish_reason == "tool_calls"):
+                    break
+                steps += 1
+                if steps > tools.max_steps:
+                    raise SessionError(f"the tool loop passed its limit of {tools.max_steps} "
+                                       "steps; nothing was recorded")
+                opts = replace(opts, prefix=None)
+                for call in reply.tool_calls:
+                    result = tools.run(call)
+                    tool_log.append({"call": call, "result": result})
+                    msg = {"role": "tool", "tool_call_id": call.get("id", ""),
+                           "name": call["function"]["name"], "content": result}
+                    new.append(Message(msg))
+                    messages.append(msg)
+                    if on_delta:
+                        on_delta("tool_result", json.dumps({"name": msg["name"],
+                                                            "result": result[:200]}))
+            final = new[-1]
+            after = base.append(*new)
+            window = chosen.context_length
+            turn = Turn(text=final.text, reasoning=final.reasoning, model=chosen.id,
+                        usage=usage_total, cost=cost_total, seconds=seconds,
+                        context_tokens=0, window=window, recorded=not once,
+                        replaced=replaced, tool_calls=tool_log, notices=notices,
+                        finish_reason=reply.finish_reason)
+            self.last_call = self.clock()
+            self.last_model = chosen.id
+            if once:
+                turn.context_tokens = self.tokens()
+                self._notify("turn", turn)
+                return turn
+            row = self._turn_row("chat", chosen.id, usage_total, cost_total, seconds, cell_id)
+            if reply.usage is not None and usage_total.exact:
+                exact_tokens = reply.usage.prompt_tokens + reply.usage.completion_tokens
+            else:
+                exact_tokens = None
+            archive = ("replaced", replaced_rounds) if replaced_rounds else None
+            with self.store.transaction() as conn:
+                base = self.store.ensure_chain(conn, base)
+                node = self.store.append(conn, base.node if base.history else None, new)
+                after = replace(after, node=node)
+                if archive:
+                    self.store.archive(conn, self.name, *archive)
+                row["context_tokens"] = exact_tokens or int(after.tokens * self._calibration)
+                self.store.record_turn(conn, self.name, row)
+                self.context = after
+                self.store.save_head(conn, self.name, after, self.settings.model, self._state())
+            self.turns.append({"session": self.name, **row})
+            if exact_tokens is not None:
+                self._exact = (after, exact_tokens)
+            turn.context_tokens = self.tokens()
+            self._after_turn(chosen, turn)
+            self._notify("turn", turn)
+            return turn
+
+    def _base_for(self, cell_id: str | None
+                  ) -> tuple[Context, int | None, list[list[Message]]]:
+        """The context to build on, without the round an earlier run of this cell produced.
+
+        Returns the context, the replaced round's number (1-based) and that round.
+        """
+        ctx = self.context
+        if not cell_id:
+            return ctx, None, []
+        rs = ctx.rounds
+        for i, r in enumerate(rs):
+            if r[0].meta.get("cell_id") == cell_id:
+                kept = tuple(m for j, rr in enumerate(rs) if j != i for m in rr)
+                # Re-running the last cell (the usual case) keeps the stored chain and the
+                # cached prefix; replacing an earlier round starts a new chain.
+                node = self._node_before(ctx, len(kept)) if i == len(rs) - 1 else None
+                return replace(ctx, history=kept, node=node), i + 1, [r]
+        return ctx, None, []
+
+    def _node_before(self, ctx: Context, keep: int) -> int | None:
+        if keep == 0 or ctx.node is None:
+            return None
+        node = ctx.node
+        for _ in range(len(ctx.history) - keep):
+            row = self.store.conn.execute("SELECT parent FROM nodes WHERE id = ?",
+                                          (node,)).fetchone()
+            node = row[0] if row else None
+        return node
+
+    def _choose_model(self, requested: str | None, base: Context, user: Message,
+                      opts: Options, notices: list[str]) -> Model:
+        requested = requested or self.settings.model
+        if requested != "auto":
+            if model_table.is_retired(requested):
+                raise SessionError(f"model {requested!r} is retired (Moonshot answers 404); "
+                                   "%kimi models lists today's models")
+            return self.model(requested)
+        need = int((base.tokens + user.tokens) * self._calibration)
+        out = opts.max_completion_tokens or 16_384
+        available = set(self.client.models()) or set(model_table.MODELS)
+        candidates = sorted(
+            (self.model(m) for m in model_table.MODELS if m in available),
+            key=lambda m: (m.cache_miss or 0, m.output or 0))
+        for m in candidates:
+            if need + out <= m.context_length:
+                notices.append(f"--model auto picked {m.id}: ~{need:,} + {out:,} tokens fit its "
+                               f"{m.context_length:,}-token window at the lowest price")
+                return m
+        biggest = max(candidates, key=lambda m: m.context_length)
+        notices.append(f"--model auto picked {biggest.id}: no window fits ~{need:,} tokens; "
+                       "the context will be compacted")
+        return biggest
+
+    def _fit(self, base: Context, user: Message, model: Model, opts: Options,
+             notices: list[str]) -> Context:
+        """Compact before sending if estimate + output cap would not fit the window."""
+        need = int((base.tokens + user.tokens) * self._calibration)
+        floor = min(opts.max_completion_tokens or 4096, model.context_length // 4)
+        if need + floor <= model.context_length or self.settings.compact_mode == "off":
+            return base
+        if base is not self.context:
+            return base
+        notices.append(f"The context (~{need:,} tokens) would not fit {model.id}'s window "
+                       f"with room to answer; compacting first.")
+        self.compact(model, reason="before sending: would not fit")
+        return self.context
+
+    def _call(self, model: Model, messages: list[dict[str, Any]], opts: Options,
+              on_delta: Callable[[str, str], None] | None, base: Context,
+              new: list[Message], notices: list[str], sent: int) -> Reply:
+        est = int(sent * self._calibration)
+        body = build_request(model, messages, self._with_defaults(opts, model), est,
+                             self.client.server)
+        try:
+            return self.client.chat(body, on_delta)
+        except KimiError as err:
+            if err.kind != "token_limit" or self.settings.compact_mode == "off" or len(new) > 1:
+                raise
+            if not base.history or base is not self.context:
+                raise
+        # The server counted more than we estimated: compact once and try again.
+        notices.append("The server said the context is too long; compacted and retried once.")
+        self.compact(model, reason="token limit from the server")
+        messages[:] = list(self.context.wire()) + [new[0].data]
+        est = int((self.context.tokens + new[0].tokens) * self._calibration)
+        body = build_request(model, messages, self._with_defaults(opts, model), est,
+                             self.client.server)
+        return self.client.chat(body, on_delta)
+
+    def _with_defaults(self, opts: Options, model: Model) -> Options:
+        s = self.settings
+        return replace(
+            opts,
+            max_completion_tokens=opts.max_completion_tokens or s.max_completion_tokens,
+            think=opts.think if opts.think is not None else s.think,
+            effort=(opts.effort or s.effort) if model.effort else opts.effort,
+            cache_ttl=opts.cache_ttl or s.cache_ttl,
+        )
+
+    def _cost(self, model: Model, u: Usage) -> float | None:
+        return model.cost(u.prompt_tokens, u.cached_tokens, u.completion_tokens,
+                          u.cache_write_tokens, long_ttl=bool(self.settings.cache_ttl))
+
+    def _estimated_usage(self, sent: int, reply: Reply) -> Usage:
+        """Usage when the server sent none: local estimates, marked as such."""
+        return Usage(prompt_tokens=int(sent * self._calibration),
+                     completion_tokens=_estimate(reply.message), exact=False)
+
+    def _turn_row(self, kind: str, model: str, u: Usage, cost: float | None, seconds: float,
+                  cell_id: str | None = None) -> dict[str, Any]:
+        return {"time": self.clock(), "kind": kind, "model": model,
+                "prompt_tokens": u.prompt_tokens, "cached_tokens": u.cached_tokens,
+                "cache_write_tokens": u.cache_write_tokens,
+                "completion_tokens": u.completion_tokens, "cost": cost, "seconds": seconds,
+                "exact": int(u.exact), "context_tokens": 0, "cell_id": cell_id}
+
+    def _after_turn(self, model: Model, turn: Turn) -> None:
+        """The rolling policy: past the threshold, snapshot and compact in one large step."""
+        if turn.usage.exact and turn.usage.prompt_tokens:
+            sent = self.context.tokens - self.context.history[-1].tokens
+            if sent > 0:
+                self._calibration = min(3.0, max(0.3, turn.usage.prompt_tokens / sent))
+        threshold = self.settings.threshold(model.context_length)
+        if self.settings.compact_mode == "off" or self.tokens() < threshold:
+            return
+        line = self.compact(model, reason=f"context passed {threshold:,} tokens")
+        turn.notices.append(line)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def compact(self, model: Model | None = None, reason: str = "") -> str:
+        """Snapshot, then compress or truncate per ``settings.compact_mode``; one line back."""
+        with self.lock:
+            before = self.tokens()
+            if self.settings.compact_mode == "truncate":
+                self.snapshot(f"auto: before truncate ({reason})" if reason else None, auto=True)
+                dropped = self.truncate()
+                line = (f"Auto-truncated {dropped} rounds ({reason}): {before:,} → "
+                        f"{self.tokens():,} tokens; archived for %kimi recall.")
+            else:
+                try:
+                    result = self.compress(model=model.id if model else None, auto=True)
+                except (KimiError, SessionError) as err:
+                    self.truncate()
+                    line = (f"Auto-compress failed ({err}); truncated instead: {before:,} → "
+                            f"{self.tokens():,} tokens.")
+                else:
+                    line = f"Auto-compacted ({reason}). " + result.line()
+            self._notify("notice", line)
+            return line
+
+    def snapshot(self, label: str | None = None, *, auto: bool = False) -> Snapshot:
+        """Save the current context; O(1): the snapshot shares its immutable messages."""
+        with self.lock:
+            if label and any(s.label == label for s in self.snapshots):
+                raise SessionError(f"a snapshot is already labelled {label!r}")
+            ctx = self.context
+            turns = len(ctx.rounds)
+            tokens = self.tokens()
+            label = label or f"#{len(self.snapshots) + 1}"
+            with self.store.transaction() as conn:
+                if ctx.history and ctx.node is None:
+                    ctx = self.store.ensure_chain(conn, ctx)
+                    self.context = ctx
+                sid = self.store.add_snapshot(conn, self.name, label, ctx, turns, tokens,
+                                              self.current_snapshot, auto)
+            snap = Snapshot(sid, label, self.clock(), turns, tokens, ctx,
+                            self.current_snapshot, auto)
+            self.snapshots.append(snap)
+            self.current_snapshot = sid
+            self._notify("snapshot", snap)
+            return snap
+
+    def find_snapshot(self, target: int | str | None = None) -> Snapshot:
+        if not self.snapshots:
+            raise SessionError("there are no snapshots yet: %kimi snapshot [LABEL] takes one")
+        if target is None or target == "":
+            return self.snapshots[-1]
+        for s in reversed(self.snapshots):
+            if s.label == str(target) or str(s.id) == str(target).lstrip("#"):
+                return s
+        known = ", ".join(f"{s.id} ({s.label})" for s in self.snapshots[-5:])
+        raise SessionError(f"no snapshot {target!r}; recent ones: {known}")
+
+    def rollback(self, target: int | str | None = None) -> Snapshot:
+        """Restore the context of a snapshot (default: the latest).
+
+        The state left behind is snapshotted first (unless a snapshot already holds it), so a
+        rollback can itself be undone; new turns then grow a new branch.
+        """
+        with self.lock:
+            snap = self.find_snapshot(target)
+            if not any(s.context is self.context for s in self.snapshots):
+                left = self.snapshot(f"before rollback to {snap.label}", auto=True)
+                snap = next(s for s in self.snapshots if s.id == snap.id) if left else snap
+            self._commit(snap.context)
+            self.current_snapshot = snap.id
+            self._notify("rollback", snap)
+            return snap
+
+    def truncate(self, keep_rounds: int | None = None, keep_tokens: int | None = None) -> int:
+        """Drop the oldest rounds (archived, recallable); system prompt and pins stay."""
+        if keep_rounds is not None and keep_rounds < 0:
+            raise SessionError("--keep-rounds must be 0 or more")
+        if keep_tokens is not None and keep_tokens < 0:
+            raise SessionError("--keep-tokens must be 0 or more")
+        with self.lock:
+            rs = self.context.rounds
+            if keep_tokens is not None:
+                keep, total = 0, 0
+                for r in reversed(rs):
+                    total += sum(m.tokens for m in r)
+                    if total > keep_tokens:
+                        break
+                    keep += 1
+            else:
+                keep = self.settings.keep_rounds if keep_rounds is None else keep_rounds
+            keep = min(keep, len(rs))
+            dropped = rs[: len(rs) - keep]
+            if not dropped:
+                return 0
+            history = tuple(m for r in rs[len(rs) - keep:] for m in r)
+            self._commit(replace(self.context, history=history), archive=("truncated", dropped),
+                         new_history=True)
+            self._notify("compact", {"dropped": len(dropped)})
+            return len(dropped)
+
+    def compress(self, keep_rounds: int | None = None, *, model: str | None = None,
+                 on_delta: Callable[[str, str], None] | None = None,
+                 auto: bool = False) -> CompressResult:
+        """Summarise all but the last ``keep_rounds`` rounds, then restore lost facts.
+
+        A snapshot is taken first; a failed call leaves the context untouched.
+        """
+        keep = self.settings.keep_rounds if keep_rounds is None else keep_rounds
+        if keep < 0:
+            raise SessionError("--keep-rounds must be 0 or more")
+        with self.lock:
+            rs = self.context.rounds
+            old = rs[: max(len(rs) - keep, 0)]
+            if not old:
+                raise SessionError(f"nothing to compress: {len(rs)} rounds, keeping the last "
+                                   f"{keep}")
+            ctx = self.context
+            before = self.tokens()
+            chosen = self.model(model)
+            messages = compression.request(ctx.summary, [m for r in old for m in r])
+            body = build_request(chosen, messages, Options(think=False if chosen.thinking ==
+                                                           "default" else None,
+                                                           max_completion_tokens=None),
+                                 sum(_estimate(m) for m in messages), self.client.server)
+            reply = self.client.chat(body, on_delta)
+            u = reply.usage or self._estimated_usage(sum(_estimate(m) for m in messages), reply)
+            source = messages[-1]["content"]
+            budget = self.settings.verbatim_budget
+            text, result = compression.check(source, reply.content, budget)
+            summary = compression.summary_message(text)
+            history = tuple(m for r in rs[len(old):] for m in r)
+            snap = self.snapshot("auto: before compress" if auto else None, auto=auto)
+            cost = self._cost(chosen, u)
+            row = self._turn_row("compress", chosen.id, u, cost, reply.seconds)
+            self._commit(replace(ctx, summary=summary, history=history),
+                         turn=row, archive=("compressed", old), new_history=True)
+            res = CompressResult(before, self.tokens(), len(old), result, snap, cost)
+            self._notify("compact", res)
+            return res
+
+    def recall(self, query: str, limit: int = 5, *, pin: bool = False) -> list[dict[str, Any]]:
+        """Archived rounds (compressed, truncated or replaced away) that best match ``query``."""
+        if not query.strip():
+            raise SessionError("recall needs a query, e.g. %kimi recall learning rate")
+        hits = self.store.search(self.name, query, limit)
+        if pin and hits:
+            text = "\n\n---\n\n".join(h["text"] for h in hits)
+            name = "recall: " + query[:40]
+            self.set_pin(Pin(name, "recall", f"archive search {query!r}",
+                             Message.of("system", _pin_block(name, "recall", query, text)),
+                             frozen=True, updated=self.clock()))
+        return hits
+
+    def reset(self) -> None:
+        """Start afresh: history and summary cleared (archived); system prompt and pins kept."""
+        with self.lock:
+            dropped = self.context.rounds
+            self._commit(replace(self.context, history=(), summary=None, node=None),
+                         archive=("reset", dropped) if dropped else None)
+            self._notify("reset")
+
+    def set_system(self, text: str) -> None:
+        with self.lock:
+            self.settings.system = text
+            self._commit(replace(self.context, system=Message.of("system", text) if text else None))
+
+    # -- pins -------------------------------------------------------------------------------------
+    def set_pin(self, pin: Pin) -> None:
+        """Add or replace a pin (in place, so the order and the cache prefix stay stable)."""
+        with self.lock:
+            pins = list(self.context.pins)
+            for i, p in enumerate(pins):
+                if p.name == pin.name:
+                    pins[i] = pin
+                    break
+            else:
+                pins.append(pin)
+            self._check_pin_budget(pins)
+            self._commit(replace(self.context, pins=tuple(pins)))
+            self._notify("pin", pin)
+
+    def _check_pin_budget(self, pins: list[Pin]) -> None:
+        limit = self.settings.pin_limit(self.model().context_length)
+        total = sum(p.tokens for p in pins)
+        if total > limit:
+            biggest = ", ".join(f"{p.name} ({p.tokens:,})"
+                                for p in sorted(pins, key=lambda p: -p.tokens)[:3])
+            raise SessionError(f"pins would take ~{total:,} tokens, over the pin budget of "
+                               f"{limit:,} (%config KimiMagic.pin_budget); biggest: {biggest}")
+
+    def unpin(self, name: str | None = None, *, all: bool = False) -> list[str]:
+        with self.lock:
+            if all:
+                names = [p.name for p in self.context.pins]
+                pins: tuple[Pin, ...] = ()
+            else:
+                if self.context.pin(name or "") is None:
+                    known = ", ".join(p.name for p in self.context.pins) or "none"
+                    raise SessionError(f"no pin named {name!r} (pins: {known})")
+                names = [name or ""]
+                pins = tuple(p for p in self.context.pins if p.name != name)
+            self._commit(replace(self.context, pins=pins))
+            self._notify("pin", None)
+            return names
+
+    # -- history ------------------------------------------------------------------------------------
+    def history(self) -> list[Message]:
+        return list(self.context.messages())
+
+    def cost(self) -> dict[str, Any]:
+        by_model: dict[str, float] = {}
+        for t in self.turns:
+            if t.get("cost") is not None:
+                by_model[t["model"]] = by_model.get(t["model"], 0.0) + t["cost"]
+        return {"total": sum(by_model.values()), "by_model": by_model, "turns": len(self.turns)}
+
+    def _snapshot_from_row(self, row: dict[str, Any]) -> Snapshot:
+        return Snapshot(row["id"], row["label"], row["time"], row["turns"], row["tokens"],
+                        self.store.load_context(row["context"]), row["parent"], bool(row["auto"]))
+
+
+def connect(s: Settings) -> KimiClient:
+    """A client for the configured server; a clear error when there is no key."""
+    if not s.api_key:
+        raise KimiError("no_key", "set MOONSHOT_API_KEY in the environment or "
+                        "%config KimiMagic.api_key = '...' (it is never shown or stored)")
+    return KimiClient(s.base_url, s.api_key, timeout=s.timeout, max_retries=s.max_retries,
+                      retry_base=s.retry_base, server=s.server)
+
+
+def _add_usage(total: Usage, u: Usage) -> None:
+    total.prompt_tokens += u.prompt_tokens
+    total.completion_tokens += u.completion_tokens
+    total.cached_tokens += u.cached_tokens
+    total.cache_write_tokens += u.cache_write_tokens
+    total.reasoning_tokens += u.reasoning_tokens
+    total.exact = total.exact and u.exact
+
+
+def _estimate(data: dict[str, Any]) -> int:
+    from . import tokens
+
+    return tokens.count_message(data)
+
+
+def _tokenizer_source() -> str:
+    from . import tokens
+
+    return tokens.source()
+
+
+def _pin_block(name: str, kind: str, source: str, body: str) -> str:
+    return f'<pinned name="{name}" kind="{kind}" source="{source}">\n{body}\n</pinned>'
+
+
+def messages_tokens(messages: Iterable[Message]) -> int:
+    return sum(m.tokens for m in messages)

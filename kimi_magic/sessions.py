@@ -1,0 +1,76 @@
+"""The one registry of sessions per kernel: which exist, which is current, shared settings."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from .client import KimiClient
+from .session import Session, SessionError, connect
+from .settings import Settings
+from .store import Store
+
+_NAME = re.compile(r"^[\w.\-]{1,64}$")
+
+
+class Sessions:
+    """Sessions of one kernel, sharing one ``Settings`` and one ``Store``."""
+
+    def __init__(self, settings: Settings | None = None, store: Store | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        self._store = store
+        self.open: dict[str, Session] = {}
+        self.current_name = "default"
+        self._client: KimiClient | None = None
+        #: Called with each newly opened session (the magic wires pins and widgets here).
+        self.on_open: list[Callable[[Session], None]] = []
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store()
+        return self._store
+
+    def use_store(self, store: Store) -> None:
+        self._store = store
+        self.open.clear()
+
+    def get(self, name: str | None = None) -> Session:
+        """The named session (default: the current one), opened or resumed on first use."""
+        name = name or self.current_name
+        if not _NAME.match(name):
+            raise SessionError(f"invalid session name {name!r}: use letters, digits, . _ -")
+        if name not in self.open:
+            session = Session(name, self.settings, store=self.store,
+                              client_provider=self.client)
+            self.open[name] = session
+            for hook in self.on_open:
+                hook(session)
+        return self.open[name]
+
+    @property
+    def current(self) -> Session:
+        return self.get()
+
+    def use(self, name: str) -> Session:
+        session = self.get(name)
+        self.current_name = name
+        return session
+
+    def client(self) -> KimiClient:
+        """One HTTP client (one connection pool) for every session of the kernel."""
+        if self._client is None:
+            self._client = connect(self.settings)
+        return self._client
+
+    def reconnect(self) -> None:
+        """Drop HTTP clients after the key, URL or server settings changed."""
+        self._client = None
+        for s in self.open.values():
+            s._client = None
+
+    def close(self) -> None:
+        self.open.clear()
+        if self._store is not None:
+            self._store.close()
+            self._store = None

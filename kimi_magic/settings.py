@@ -1,0 +1,67 @@
+"""Settings of the core, with defaults from the environment.
+
+The IPython layer mirrors these as ``KimiMagic`` traits; plain Python passes a ``Settings``.
+The API key is held here but never shown: ``repr`` hides it and nothing writes it out.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .models import DEFAULT_MODEL
+
+DEFAULT_BASE_URL = "https://api.moonshot.ai/v1"
+
+
+@dataclass
+class Settings:
+    api_key: str = field(default="", repr=False)
+    base_url: str = DEFAULT_BASE_URL
+    model: str = DEFAULT_MODEL
+    system: str = "You are Kimi, a helpful assistant working inside a Jupyter notebook."
+    #: Output cap per call (``None``: the client's default, clamped to the window).
+    max_completion_tokens: int | None = None
+    think: bool | None = None
+    effort: str | None = None
+    #: Compact when the context passes this: a fraction of the window (<= 1) or tokens.
+    compact_at: float = 0.7
+    #: What compaction does: "compress" (summary + fact check), "truncate", or "off".
+    compact_mode: str = "compress"
+    #: Rounds kept verbatim by compress and by the rolling policy.
+    keep_rounds: int = 3
+    #: Tokens the compress fact check may spend on restoring facts verbatim.
+    verbatim_budget: int = 4000
+    #: Total pin budget: a fraction of the window (<= 1) or tokens.
+    pin_budget: float = 0.25
+    #: ``None`` for Kimi's 5-minute prompt cache, "1h" to ask for the long TTL.
+    cache_ttl: str | None = None
+    server: str = "auto"
+    timeout: float = 600.0
+    max_retries: int = 4
+    retry_base: float = 1.0
+    model_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Settings:
+        env = {
+            "api_key": os.environ.get("MOONSHOT_API_KEY", ""),
+            "base_url": os.environ.get("MOONSHOT_BASE_URL", DEFAULT_BASE_URL),
+            "model": os.environ.get("MOONSHOT_MODEL", DEFAULT_MODEL),
+        }
+        return cls(**{**env, **overrides})
+
+    def public(self) -> dict[str, Any]:
+        """Every setting except the key (what status, exports and the store may show)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "api_key"}
+
+    def threshold(self, window: int) -> int:
+        return _tokens(self.compact_at, window)
+
+    def pin_limit(self, window: int) -> int:
+        return _tokens(self.pin_budget, window)
+
+
+def _tokens(value: float, window: int) -> int:
+    return int(value * window) if value <= 1 else int(value)
