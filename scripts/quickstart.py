@@ -1,0 +1,46 @@
+"""Run notebooks/quickstart.ipynb end to end in a real kernel (nbclient), headless.
+
+Uses Kimi when MOONSHOT_API_KEY is set, else the bundled simulator (the notebook says which).
+The executed copy and anything it exports land in ./out/; the conversation is stored in a
+throw-away store there unless KIMI_MAGIC_STORE is set.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> int:
+    source = ROOT / "notebooks" / "quickstart.ipynb"
+    out_dir = ROOT / "out"
+    out_dir.mkdir(exist_ok=True)
+    os.environ.setdefault("KIMI_MAGIC_STORE", str(out_dir / "quickstart-store.sqlite"))
+    nb = nbformat.read(source, as_version=4)
+    client = NotebookClient(nb, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": str(out_dir)}})
+    target = out_dir / "quickstart.executed.ipynb"
+    try:
+        client.execute()
+    except CellExecutionError as err:
+        nbformat.write(nb, target)
+        print(f"The quickstart failed; partial output in {target}\n{err}", file=sys.stderr)
+        return 1
+    nbformat.write(nb, target)
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            if output.get("name") == "stdout" and "simulator" in output.get("text", ""):
+                print(output["text"].strip())
+    print(f"Quickstart ran end to end: {len(nb.cells)} cells. Executed copy: {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
