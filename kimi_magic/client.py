@@ -510,6 +510,11 @@ class KimiClient:
                 raise
             except Exception as exc:
                 err = self.error(exc)
+                if err.kind == "connection" and assembler.started:
+                    # The server answered and then hung up mid-reply: a cut stream, not an
+                    # unreachable server (and not retried: part of it was already shown).
+                    err = KimiError("stream_cut", f"{_host(self.base_url)} closed the "
+                                    "connection in the middle of the reply")
                 if not err.partial:
                     err.partial = assembler.partial_text
                 if not err.retryable or assembler.started or attempt >= self.max_retries:

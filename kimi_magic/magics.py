@@ -270,7 +270,8 @@ class KimiMagic(Magics, Configurable):
             turn = session.ask(prompt, model=args.model, options=opts, once=args.once,
                                cell_id=self._cell_id(), on_delta=view, tools=tools)
         except KimiError as err:
-            if err.partial or view.content:
+            # Mark whatever was shown (answer, reasoning or tool lines) as not kept.
+            if err.partial or view.content or view.reasoning or view.tools:
                 view.close("*— cut off: not recorded*")
             raise
         except KeyboardInterrupt:
