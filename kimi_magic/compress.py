@@ -29,16 +29,27 @@ SUMMARY_INSTRUCTIONS = (
 SUMMARY_HEADER = "[Summary of earlier conversation, compressed by kimi_magic]"
 VERBATIM_HEADER = "## Kept verbatim (restored by the fact check)"
 
+# What counts as a fact, tuned on notebook text (prose, pasted code, logs, tracebacks,
+# dataframe output): too greedy and the verbatim section swallows the summary's savings,
+# too shy and a figure is lost. Role labels, log levels and bare acronyms (USER, INFO, GPU)
+# are not facts; codes with digits (E501, RUN-1000) and constants (MAX_RETRIES) are.
 _FACT = re.compile(
-    r"https?://[^\s)>\]\"'`]+"                      # URLs
-    r"|(?:~|\.{1,2})?/[\w.\-/]+|[\w\-]+(?:/[\w.\-]+)+\.\w+"  # paths
-    r"|\b[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+\b"            # dotted names
-    r"|\b[a-z]+_\w+\b|\b[a-z]+[A-Z]\w*\b|\b[A-Z][a-z]+[A-Z]\w*\b"  # snake_case, camelCase
-    r"|\b[A-Z][A-Z0-9]{2,}(?:-\d+)?\b"                 # CODES, TICKET-12
-    r"|[-+]?\$?\d[\d,]*(?:\.\d+)?%?"                  # numbers, money, percentages
+    r"https?://[^\s)>\]\"'`]+"                                   # URLs
+    r"|\d{4}-\d{2}-\d{2}"                                       # dates (not the time of day)
+    r"|(?<![\w.])(?:~|\.{1,2})?/[\w.\-/]*[A-Za-z][\w.\-/]*"      # absolute / relative paths
+    r"|\b[\w\-]+(?:/[\w.\-]+)+\.\w+"                            # dir/file.ext
+    r"|\b[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+\b"                     # dotted names (pd.read_csv)
+    r"|\b[a-z]+_\w+\b|\b[a-z]+[A-Z]\w*\b|\b[A-Z][a-z]{2,}[A-Z]\w*\b"  # snake, camel, Pascal
+    r"|\b[A-Z]+_[A-Z0-9_]+\b"                                   # CONSTANTS
+    r"|\b[A-Z][A-Z0-9]*\d[A-Z0-9]*\b|\b[A-Z][A-Za-z]*-\d+\b"    # E501, RUN-1000, Fact-7
+    r"|(?<![\w.\-/])[-+]?\$?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?%?(?!\w)"  # numbers
 )
-_ERROR_LINE = re.compile(r"^.*\b(?:Error|Exception|Traceback|FAILED|failed|error:)\b.*$", re.M)
-_SENTENCE = re.compile(r"[^\n.!?]*(?:[.!?](?=\s|$)|\n|$)")
+_TIME_OF_DAY = re.compile(r"\b\d{1,2}:\d{2}(?::\d{2})?(?:[.,]\d+)?\b")
+_NOT_FACTS = {"e.g", "i.e", "etc", "vs"}
+_ERROR_LINE = re.compile(
+    r"^.*(?:\b\w*(?:Error|Exception)\b|\bFAILED\b|\bfailed\b|\b[Ee]rror:).*$", re.M)
+#: A sentence ends at . ! ? followed by a space, or at a line end ("0.5" and "a/b.py" don't).
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
 @dataclass
@@ -58,22 +69,43 @@ class CheckResult:
 
 
 def facts(text: str) -> list[str]:
-    """Facts worth keeping exactly, in order of first appearance, without duplicates."""
+    """Facts worth keeping exactly, in order of first appearance, without duplicates.
+
+    >>> facts("loss was 0.023 at /data/run0/log.txt on 2024-05-01 (RUN-1000)")
+    ['0.023', '/data/run0/log.txt', '2024-05-01', 'RUN-1000']
+    """
     found: dict[str, None] = {}
     for line in _ERROR_LINE.findall(text):
-        found.setdefault(line.strip()[:240], None)
-    for m in _FACT.finditer(text):
+        line = line.strip()
+        if line and not line.startswith("Traceback (most recent call last)"):
+            found.setdefault(line[:240], None)
+    for m in _FACT.finditer(_TIME_OF_DAY.sub(_blank, text)):
         value = m.group(0).rstrip(".,;:")
         if _worth_keeping(value):
             found.setdefault(value, None)
     return list(found)
 
 
+def _blank(m: re.Match[str]) -> str:
+    # Same length, so positions and neighbouring tokens stay as they were.
+    return " " * len(m.group(0))
+
+
 def _worth_keeping(value: str) -> bool:
-    digits = sum(c.isdigit() for c in value)
-    if value.replace(",", "").replace(".", "").isdigit() and digits < 2 and "." not in value:
+    if value.lower() in _NOT_FACTS or len(value) < 2:
+        return False
+    bare = value.lstrip("+-$").rstrip("%").replace(",", "")
+    if bare.isdigit() and len(bare) < 2:
         return False  # lone digits ("1", "3") are list markers more often than facts
-    return len(value) >= 2
+    return True
+
+
+def present(fact: str, text: str) -> bool:
+    """Whether ``fact`` occurs in ``text`` as a whole token ("0.5" is not in "0.55")."""
+    before = r"(?<![\w.\-/])" if fact[:1].isdigit() else r"(?<![\w.])"
+    pattern = (before if fact[:1].isalnum() else "") + re.escape(fact) + (
+        r"(?![\w]|\.\d)" if fact[-1:].isalnum() else "")
+    return re.search(pattern, text) is not None
 
 
 def transcript(messages: Iterable[Message]) -> str:
@@ -103,11 +135,12 @@ def check(source: str, summary: str, budget: int) -> tuple[str, CheckResult]:
     """Restore every fact of ``source`` that ``summary`` lacks, within ``budget`` tokens."""
     wanted = facts(source)
     result = CheckResult(facts=len(wanted))
-    result.missing = [f for f in wanted if f not in summary]
-    if not result.missing:
-        return summary, result
+    result.missing = [f for f in wanted if not present(f, summary)]
     source_facts = set(wanted)
+    # Values in the summary that the source never had: a model's typo of a real figure.
     result.altered = [f for f in facts(summary) if f not in source_facts and f not in source]
+    if not result.missing and not result.altered:
+        return summary, result
     lines: list[str] = []
     spent = tokens.count(VERBATIM_HEADER)
     covered: set[str] = set()
@@ -115,7 +148,7 @@ def check(source: str, summary: str, budget: int) -> tuple[str, CheckResult]:
     for fact in result.missing:
         if fact in covered:
             continue
-        line = next((s for s in sentences if fact in s), fact)
+        line = next((s for s in sentences if present(fact, s)), fact)
         if len(line) > 400:
             i = line.index(fact)
             line = "..." + line[max(0, i - 150): i + len(fact) + 150] + "..."
@@ -128,15 +161,18 @@ def check(source: str, summary: str, budget: int) -> tuple[str, CheckResult]:
                 continue
         spent += cost
         lines.append(f"- {line}")
-        now_covered = [f for f in result.missing if f in line]
+        now_covered = [f for f in result.missing if f not in covered and present(f, line)]
         covered.update(now_covered)
         result.restored.extend(now_covered)
-    fixed = summary.rstrip() + "\n\n" + VERBATIM_HEADER + "\n" + "\n".join(lines) if lines else summary
+    if result.altered:
+        lines.append("- Not in the original (the summary may have altered them): "
+                     + ", ".join(result.altered[:40]))
+    fixed = summary.rstrip() + "\n\n" + VERBATIM_HEADER + "\n" + "\n".join(lines)
     return fixed, result
 
 
 def _sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE.findall(text) if s.strip()]
+    return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
 
 
 def summary_message(text: str) -> Message:
