@@ -28,6 +28,7 @@ SUMMARY_INSTRUCTIONS = (
 
 SUMMARY_HEADER = "[Summary of earlier conversation, compressed by kimi_magic]"
 VERBATIM_HEADER = "## Kept verbatim (restored by the fact check)"
+ALTERED_LINE = "- Not in the original (the summary may have altered them): "
 
 # What counts as a fact, tuned on notebook text (prose, pasted code, logs, tracebacks,
 # dataframe output): too greedy and the verbatim section swallows the summary's savings,
@@ -102,10 +103,13 @@ def _worth_keeping(value: str) -> bool:
 
 def present(fact: str, text: str) -> bool:
     """Whether ``fact`` occurs in ``text`` as a whole token ("0.5" is not in "0.55")."""
+    return _token_pattern(fact).search(text) is not None
+
+
+def _token_pattern(fact: str) -> re.Pattern[str]:
     before = r"(?<![\w.\-/])" if fact[:1].isdigit() else r"(?<![\w.])"
-    pattern = (before if fact[:1].isalnum() else "") + re.escape(fact) + (
-        r"(?![\w]|\.\d)" if fact[-1:].isalnum() else "")
-    return re.search(pattern, text) is not None
+    return re.compile((before if fact[:1].isalnum() else "") + re.escape(fact) + (
+        r"(?![\w]|\.\d)" if fact[-1:].isalnum() else ""))
 
 
 def transcript(messages: Iterable[Message]) -> str:
@@ -126,9 +130,29 @@ def request(previous_summary: Message | None, messages: list[Message]) -> list[d
     """The messages sent to ask for a summary of ``messages`` (and the summary they extend)."""
     source = transcript(messages)
     if previous_summary is not None:
-        source = f"EARLIER SUMMARY:\n{previous_summary.text}\n\n{source}"
+        source = f"EARLIER SUMMARY:\n{earlier(previous_summary.text)}\n\n{source}"
     return [{"role": "system", "content": SUMMARY_INSTRUCTIONS},
             {"role": "user", "content": f"Please summarise this conversation:\n\n{source}"}]
+
+
+def earlier(summary: str) -> str:
+    """A previous summary as material for the next one: its verbatim section kept, the values
+    its check flagged as altered blanked out (so they are neither repeated nor "restored")."""
+    text = summary.replace(SUMMARY_HEADER, "").strip()
+    kept, altered = [], []
+    for line in text.splitlines():
+        if line.startswith(ALTERED_LINE):
+            altered += re.findall(r"`([^`]+)`", line)
+        else:
+            kept.append(line)
+    text = "\n".join(kept)
+    if VERBATIM_HEADER in text:
+        # Verified lines first, so the check restores a fact from them, not from the prose.
+        body, verbatim = text.split(VERBATIM_HEADER, 1)
+        text = f"{VERBATIM_HEADER}{verbatim}\n\n{body.strip()}"
+    for value in sorted(altered, key=len, reverse=True):
+        text = _token_pattern(value).sub("(?)", text)
+    return text
 
 
 def check(source: str, summary: str, budget: int) -> tuple[str, CheckResult]:
@@ -165,14 +189,14 @@ def check(source: str, summary: str, budget: int) -> tuple[str, CheckResult]:
         covered.update(now_covered)
         result.restored.extend(now_covered)
     if result.altered:
-        lines.append("- Not in the original (the summary may have altered them): "
-                     + ", ".join(result.altered[:40]))
+        lines.append(ALTERED_LINE + ", ".join(f"`{v}`" for v in result.altered[:40]))
     fixed = summary.rstrip() + "\n\n" + VERBATIM_HEADER + "\n" + "\n".join(lines)
     return fixed, result
 
 
 def _sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
+    # Bullets of an earlier summary's verbatim section come back without their "- ".
+    return [re.sub(r"^[-*]\s+", "", s.strip()) for s in _SENTENCE_END.split(text) if s.strip()]
 
 
 def summary_message(text: str) -> Message:

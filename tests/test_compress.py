@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from kimi_magic import Session
-from kimi_magic.compress import VERBATIM_HEADER, check, facts, present
+from kimi_magic.compress import ALTERED_LINE, VERBATIM_HEADER, check, earlier, facts, present
 from kimi_magic.simulator import Simulator
 
 PROSE = ("USER: Fact-0: the run id is RUN-1000 and loss was 0.023 at /data/run0/log.txt. "
@@ -187,3 +187,16 @@ def test_second_compression_folds_in_the_first_and_keeps_its_verbatim_section(
     kept = planted[: 2 * 21] + [f"RUN-{3000 + i}" for i in range(24, 27)]
     assert [f for f in kept if not present(f, summary)] == []
     assert summary.count("[Summary of earlier conversation") == 1
+
+
+def test_an_earlier_summary_feeds_the_next_without_its_flagged_values() -> None:
+    first, _ = check("Run RUN-1000 scored 0.91 on 2024-05-01.",
+                     "## Facts and figures\n- RUN-2000 scored 0.91.", budget=1000)
+    material = earlier(first)
+    assert material.startswith(VERBATIM_HEADER)  # verified lines come first
+    assert "RUN-1000 scored 0.91 on 2024-05-01" in material
+    assert "RUN-2000" not in material and "(?) scored 0.91" in material
+    assert ALTERED_LINE not in material
+    # the next check treats the earlier verbatim facts as facts, the flagged value not
+    assert {"RUN-1000", "2024-05-01"} <= set(facts(material))
+    assert "RUN-2000" not in facts(material)
