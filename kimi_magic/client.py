@@ -10,16 +10,20 @@ Moonshot, self-hosted OpenAI-compatible servers (vLLM, SGLang, llama.cpp) and th
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import random
 import re
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from .models import Model
+
+T = TypeVar("T")
 
 #: Kinds of server, which decide the output-cap field and what usage to expect.
 SERVER_KINDS = ("auto", "moonshot", "vllm", "llama.cpp", "openai")
@@ -334,6 +338,35 @@ def reply_from_completion(completion: Any, model: str, seconds: float) -> Reply:
     return Reply(message, usage, choice.finish_reason, model, seconds)
 
 
+def batch_line(custom_id: str, body: dict[str, Any]) -> str:
+    """One line of a Batch API input file (``body`` as ``wire_body`` gives it)."""
+    return json.dumps({"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
+                       "body": body}, ensure_ascii=False)
+
+
+def parse_batch_line(entry: dict[str, Any], model: str) -> tuple[str, Reply | KimiError]:
+    """``(custom_id, Reply or KimiError)`` of one line of a batch's output or error file."""
+    from openai.types.chat import ChatCompletion
+
+    custom_id = str(entry.get("custom_id", ""))
+    response = entry.get("response") or {}
+    body = response.get("body") if isinstance(response.get("body"), dict) else {}
+    status = response.get("status_code")
+    error = entry.get("error") or (body.get("error") if isinstance(body, dict) else None)
+    if error or status != 200:
+        error = error if isinstance(error, dict) else {}
+        etype = str(error.get("code") or error.get("type") or "")
+        kind = _TYPE_KINDS.get(etype) or _STATUS_KINDS.get(status or 0, "bad_request")
+        label = f"{etype}: " if etype else ""
+        return custom_id, KimiError(kind, _short(label + str(error.get("message") or
+                                                             f"HTTP {status}")), status=status)
+    try:
+        completion = ChatCompletion.model_validate(body)
+        return custom_id, reply_from_completion(completion, model, 0.0)
+    except Exception as exc:
+        return custom_id, KimiError("malformed", f"batch line {custom_id}: {_short(str(exc))}")
+
+
 def _clean_call(call: dict[str, Any]) -> dict[str, Any]:
     fn = call.get("function") or {}
     return {"id": call.get("id", ""), "type": call.get("type", "function"),
@@ -355,6 +388,16 @@ class Options:
     cache_ttl: str | None = None
     stream: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def wire_body(request: dict[str, Any]) -> dict[str, Any]:
+    """The JSON body a ``build_request`` result puts on the wire (``extra_body`` merged in).
+
+    A Batch API line carries this body, since no SDK is there to merge it.
+    """
+    body = {k: v for k, v in request.items() if k != "extra_body"}
+    body.update(request.get("extra_body") or {})
+    return body
 
 
 def build_request(model: Model, messages: list[dict[str, Any]], opts: Options,
@@ -419,6 +462,8 @@ class KimiClient:
         self._sdk: Any = None
         self._async_sdk: Any = None
         self._models: dict[str, dict[str, Any]] | None = None
+        self._loop: Any = None
+        self._loop_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"KimiClient(base_url={self.base_url!r}, server={self.server!r})"
@@ -517,10 +562,110 @@ class KimiClient:
                                     "connection in the middle of the reply")
                 if not err.partial:
                     err.partial = assembler.partial_text
-                if not err.retryable or assembler.started or attempt >= self.max_retries:
+                delay = self.retry_delay(err, attempt, assembler.started)
+                if delay is None:
                     raise err from None
-                sleep(self.backoff(attempt, err.retry_after))
+                sleep(delay)
                 attempt += 1
+
+    def retry_delay(self, err: KimiError, attempt: int, streamed: bool = False) -> float | None:
+        """The retry policy, shared by every caller: seconds to wait, or None to give up.
+
+        Rate limits, overload, 5xx and connection errors are retried (never quota, auth or
+        bad requests), but only while nothing has been streamed to the user yet.
+        """
+        if not err.retryable or streamed or attempt >= self.max_retries:
+            return None
+        return self.backoff(attempt, err.retry_after)
+
+    async def achat(self, body: dict[str, Any],
+                    before_attempt: Callable[[], Awaitable[None]] | None = None) -> Reply:
+        """``chat`` for ``async_sdk`` (run it on ``self.submit``): same policy, no streaming.
+
+        ``before_attempt`` is awaited before every attempt, retries included, so a caller's
+        rate limiter counts each request the server sees.
+        """
+        import asyncio
+
+        body = {**body, "stream": False}
+        body.pop("stream_options", None)
+        attempt = 0
+        while True:
+            if before_attempt is not None:
+                await before_attempt()
+            started = time.perf_counter()
+            try:
+                completion = await self.async_sdk.chat.completions.create(**body)
+                reply = reply_from_completion(completion, body["model"],
+                                              time.perf_counter() - started)
+                reply.retries = attempt
+                return reply
+            except (KeyboardInterrupt, asyncio.CancelledError):
+                raise
+            except Exception as exc:
+                err = self.error(exc)
+                delay = self.retry_delay(err, attempt)
+                if delay is None:
+                    raise err from None
+                await asyncio.sleep(delay)
+                attempt += 1
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Run ``coro`` on this client's own event loop (a daemon thread).
+
+        ``async_sdk``'s connection pool belongs to the loop that first used it, and a notebook
+        kernel already runs a loop in the main thread; one long-lived loop per client lets
+        every fan-out reuse the same pool.
+        """
+        import asyncio
+        import threading
+
+        with self._loop_lock:
+            if self._loop is None or self._loop.is_closed():
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="kimi-client-loop",
+                                 daemon=True).start()
+                self._loop = loop
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    # -- files and batches ----------------------------------------------------------------
+    def _retrying(self, call: Callable[[], T], sleep: Callable[[float], None] = time.sleep) -> T:
+        attempt = 0
+        while True:
+            try:
+                return call()
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:
+                err = self.error(exc)
+                delay = self.retry_delay(err, attempt)
+                if delay is None:
+                    raise err from None
+                sleep(delay)
+                attempt += 1
+
+    def upload_file(self, data: bytes, filename: str, purpose: str) -> dict[str, Any]:
+        """``POST /v1/files``; the file object (``id``, ``bytes``, ``purpose``...)."""
+        return _dump(self._retrying(
+            lambda: self.sdk.files.create(file=(filename, data), purpose=purpose)))
+
+    def create_batch(self, input_file_id: str, metadata: dict[str, str] | None = None,
+                     completion_window: str = "24h") -> dict[str, Any]:
+        """``POST /v1/batches`` for chat completions; the batch object."""
+        kwargs: dict[str, Any] = {"input_file_id": input_file_id,
+                                  "endpoint": "/v1/chat/completions",
+                                  "completion_window": completion_window}
+        if metadata:
+            kwargs["metadata"] = metadata
+        return _dump(self._retrying(lambda: self.sdk.batches.create(**kwargs)))
+
+    def batch(self, batch_id: str) -> dict[str, Any]:
+        """``GET /v1/batches/{id}``: status, ``request_counts``, output and error file ids."""
+        return _dump(self._retrying(lambda: self.sdk.batches.retrieve(batch_id)))
+
+    def file_content(self, file_id: str) -> bytes:
+        """``GET /v1/files/{id}/content`` as bytes (a batch's output or error JSONL)."""
+        return self._retrying(lambda: self.sdk.files.content(file_id).read())
 
     def backoff(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait before retry ``attempt + 1``: Retry-After if sent, else exp + jitter."""

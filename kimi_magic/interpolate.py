@@ -7,18 +7,21 @@ typed, so a prompt with code in it never fails to send.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 _FIELD = re.compile(r"(?<!\{)\{([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\}(?!\})")
 
 
-def interpolate(text: str, namespace: Mapping[str, Any]) -> str:
-    """Replace ``{name}`` / ``{name.attr}`` with values from ``namespace``; keep the rest."""
+def interpolate(text: str, namespace: Mapping[str, Any], keep: Collection[str] = ()) -> str:
+    """Replace ``{name}`` / ``{name.attr}`` with values from ``namespace``; keep the rest.
+
+    Names in ``keep`` stay as typed (``--map`` fills ``{item}`` later, per item).
+    """
 
     def value(m: re.Match[str]) -> str:
         head, *attrs = m.group(1).split(".")
-        if head not in namespace or head.startswith("_"):
+        if head not in namespace or head.startswith("_") or head in keep:
             return m.group(0)
         obj = namespace[head]
         for a in attrs:

@@ -98,6 +98,14 @@ class KimiMagic(Magics, Configurable):
                          "$KIMI_MAGIC_STORE or the user data directory).").tag(config=True)
     auto_widget = Bool(False, help="Show the dashboard after the first %%kimi cell."
                        ).tag(config=True)
+    tool_steps = Int(8, help="Tool calls the model may make in one turn (--tools)."
+                     ).tag(config=True)
+    map_concurrency = Int(1, help="--map requests in flight at once (tier-0 accounts: 1)."
+                          ).tag(config=True)
+    map_rpm = Int(3, help="--map requests started per 60 s (tier 0: 3; 0: no limit)."
+                  ).tag(config=True)
+    batch_poll_seconds = Float(30.0, help="Seconds between Batch API polls (--batch)."
+                               ).tag(config=True)
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         env = Settings.from_env()
@@ -179,6 +187,8 @@ class KimiMagic(Magics, Configurable):
               "Series or column ({item} in the prompt).")
     @argument("--batch", action="store_true", help="With --map: through the Batch API "
               "(60%% of the price).")
+    @argument("--pin-results", dest="pin_results", help="With --map: pin the results into "
+              "the session under this name.")
     @argument("--no-interpolate", action="store_true", dest="no_interpolate",
               help="Send {name} literally instead of substituting variables.")
     @no_var_expand
@@ -232,7 +242,9 @@ class KimiMagic(Magics, Configurable):
     def _ask(self, args: Any, cell: str) -> Any:
         prompt = cell.strip()
         if not args.no_interpolate:
-            prompt = interpolate(prompt, self.shell.user_ns)
+            # With --map, {item} is the fan-out's placeholder, even if the user has an `item`.
+            prompt = interpolate(prompt, self.shell.user_ns,
+                                 keep=("item",) if args.map_var else ())
         if not prompt and not args.pin:
             raise SessionError("the prompt is empty: write it in the cell body, under %%kimi")
         if args.max_tokens is not None and args.max_tokens <= 0:

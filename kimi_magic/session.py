@@ -283,6 +283,9 @@ class Session:
             meta = {"cell_id": cell_id} if cell_id else {}
             user = Message({"role": "user", "content": prompt}, meta)
             chosen = self._choose_model(model, base, user, opts, notices)
+            if opts.effort and not chosen.effort:
+                raise SessionError(f"--effort works only on models with a reasoning-effort "
+                                   f"setting (kimi-k3); {chosen.id} has none")
             base = self._fit(base, user, chosen, opts, notices)
             messages = list(base.wire()) + [user.data]
             new: list[Message] = [user]
@@ -323,6 +326,15 @@ class Session:
                     if on_delta:
                         on_delta("tool_result", json.dumps({"name": msg["name"],
                                                             "result": result[:200]}))
+            searches = sum(1 for t in tool_log
+                           if t["call"].get("function", {}).get("name") == "$web_search")
+            if searches:
+                # Billed per call on top of tokens; kept in the turn's cost.
+                web_usd = searches * model_table.WEB_SEARCH_USD
+                cost_total = None if cost_total is None else cost_total + web_usd
+                notices.append(f"$web_search: {searches} call{'s' if searches > 1 else ''}, "
+                               f"billed ${model_table.WEB_SEARCH_USD} each (${web_usd:.3f}, "
+                               "included in the cost)")
             final = new[-1]
             after = base.append(*new)
             window = chosen.context_length

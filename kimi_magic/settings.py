@@ -42,6 +42,14 @@ class Settings:
     max_retries: int = 4
     retry_base: float = 1.0
     model_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Tool calls the model may make in one turn before the loop is stopped.
+    tool_steps: int = 8
+    #: ``--map`` requests in flight at once; tier-0 accounts allow 1.
+    map_concurrency: int = 1
+    #: ``--map`` requests started per 60-second window (tier 0: 3); 0 means no limit.
+    map_rpm: int = 3
+    #: Seconds between Batch API polls.
+    batch_poll_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
