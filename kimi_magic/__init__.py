@@ -11,13 +11,16 @@ from typing import Any
 
 from .client import KimiClient, KimiError, Options
 from .context import Context, Message, Pin
+from .fanout import Fanout, MapFailure, map_prompts
 from .session import CompressResult, Session, SessionError, Snapshot, Turn
 from .settings import Settings
 from .store import Store
+from .tools import tool
 
-__all__ = ["Context", "CompressResult", "KimiClient", "KimiError", "Message", "Options", "Pin",
-           "Session", "SessionError", "Settings", "Snapshot", "Store", "Turn",
-           "load_ipython_extension", "unload_ipython_extension"]
+__all__ = ["Context", "CompressResult", "Fanout", "KimiClient", "KimiError", "MapFailure",
+           "Message", "Options", "Pin", "Session", "SessionError", "Settings", "Snapshot",
+           "Store", "Turn", "load_ipython_extension", "map_prompts", "tool",
+           "unload_ipython_extension"]
 __version__ = "0.1.0"
 
 
@@ -28,7 +31,8 @@ def load_ipython_extension(ip: Any) -> None:
 
     magic = KimiMagic(shell=ip, config=ip.config)
     ip.register_magics(magic)
-    ip.configurables.append(magic)
+    if magic not in ip.configurables:  # some IPython versions register it already
+        ip.configurables.append(magic)
 
 
 def unload_ipython_extension(ip: Any) -> None:
@@ -39,6 +43,5 @@ def unload_ipython_extension(ip: Any) -> None:
     for kind, names in (("line", ("kimi",)), ("cell", ("kimi", "kimi_pin"))):
         for name in names:
             ip.magics_manager.magics[kind].pop(name, None)
-    if magic in ip.configurables:
-        ip.configurables.remove(magic)
+    ip.configurables[:] = [c for c in ip.configurables if c is not magic]
     magic.sessions.close()

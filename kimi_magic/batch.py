@@ -1,0 +1,362 @@
+"""``%%kimi --map VAR --batch``: the same fan-out through Moonshot's Batch API, at 60%.
+
+Builds one JSONL line per item (``custom_id``, ``POST /v1/chat/completions``, the body),
+uploads it (purpose "batch"), creates the batch (``completion_window`` 24h), polls with a
+progress display, downloads the output and error files and maps lines back to items by
+``custom_id``. The batch id and the item mapping live in the store's ``batches`` table, so
+``%kimi batches collect`` resumes after a kernel restart. The API key is never written to
+the JSONL or the store (the SDK sends it in a header).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from . import models as model_table
+from .client import (
+    KimiError,
+    Options,
+    Reply,
+    Usage,
+    batch_line,
+    build_request,
+    parse_batch_line,
+    wire_body,
+)
+from .context import Message
+from .fanout import MapFailure, Progress, as_items, choose_model, fill, sub_context
+from .models import Model
+from .session import Session, SessionError
+from .store import Store
+
+DISCOUNT_PERCENT = round(model_table.BATCH_DISCOUNT * 100)
+#: Batch statuses after which nothing more will happen.
+FINAL = ("completed", "failed", "expired", "cancelled")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS batches (
+    id TEXT PRIMARY KEY, session TEXT, created REAL, model TEXT, items INTEGER,
+    status TEXT, input_file TEXT, output_file TEXT, error_file TEXT, mapping TEXT,
+    out TEXT, source TEXT, collected REAL, cost REAL, failed INTEGER)
+"""
+
+
+@dataclass
+class BatchJob:
+    """A submitted batch as the store remembers it."""
+
+    id: str
+    session: str
+    created: float
+    model: str
+    items: int
+    status: str
+    mapping: dict[str, Any] = field(repr=False)
+    out: str | None = None
+    source: str | None = None
+    collected: float | None = None
+    cost: float | None = None
+    failed: int | None = None
+
+
+@dataclass
+class BatchSummary:
+    """What collecting a batch gave: counts, tokens and cost (at the batch price)."""
+
+    job: BatchJob
+    ok: int
+    failures: list[MapFailure]
+    usage: Usage
+    cost: float | None
+    recorded: bool
+    notices: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        u = self.usage
+        cost = f"${self.cost:.4f}" if self.cost is not None else "cost unknown"
+        failed = f", {len(self.failures)} failed" if self.failures else ""
+        again = "" if self.recorded else " (already recorded when first collected)"
+        return (f"Batch {self.job.id} on {self.job.model} ({self.job.status}): {self.ok} of "
+                f"{self.job.items} items answered{failed} · in {u.prompt_tokens:,} / out "
+                f"{u.completion_tokens:,} tokens · {cost} at {DISCOUNT_PERCENT}% of the "
+                f"price{again}")
+
+
+def _table(store: Store) -> None:
+    with store.transaction() as conn:
+        conn.execute(_SCHEMA)
+
+
+def _job(row: tuple[Any, ...], cols: list[str]) -> BatchJob:
+    d = dict(zip(cols, row, strict=True))
+    return BatchJob(d["id"], d["session"], d["created"], d["model"], d["items"], d["status"],
+                    json.loads(d["mapping"] or "{}"), d["out"], d["source"], d["collected"],
+                    d["cost"], d["failed"])
+
+
+def jobs(store: Store, session: str | None = None) -> list[BatchJob]:
+    """Batches in the store, newest first (all sessions unless one is named)."""
+    _table(store)
+    sql = ("SELECT id, session, created, model, items, status, mapping, out, source, "
+           "collected, cost, failed FROM batches")
+    params: tuple[Any, ...] = ()
+    if session is not None:
+        sql += " WHERE session = ?"
+        params = (session,)
+    cur = store.conn.execute(sql + " ORDER BY created DESC", params)
+    cols = [c[0] for c in cur.description]
+    return [_job(r, cols) for r in cur.fetchall()]
+
+
+def find(store: Store, batch_id: str | None = None) -> BatchJob:
+    """The batch ``batch_id`` (default: the newest not yet collected)."""
+    known = jobs(store)
+    if not known:
+        raise SessionError("no batches yet: %%kimi --map VAR --batch submits one")
+    if not batch_id:
+        pending = [j for j in known if j.collected is None]
+        return pending[0] if pending else known[0]
+    for j in known:
+        if j.id == batch_id:
+            return j
+    raise SessionError(f"no batch {batch_id!r}; %kimi batches lists them")
+
+
+def _batch_model(session: Session, requested: str | None, sub: Any, prompts: list[str],
+                 opts: Options, notices: list[str]) -> Model:
+    requested = requested or session.settings.model
+    if requested == "auto":
+        cheapest = min((m for m in model_table.MODELS.values() if m.batch),
+                       key=lambda m: (m.cache_miss or 0, m.output or 0))
+        notices.append(f"--model auto with --batch picked {cheapest.id}, the cheapest model "
+                       "the Batch API serves")
+        requested = cheapest.id
+    model = choose_model(session, requested, sub, prompts, opts, notices)
+    if not model.batch:
+        served = ", ".join(m.id for m in model_table.MODELS.values() if m.batch)
+        raise SessionError(f"{model.id} is not available in the Batch API ({served} are); "
+                           "pick one with --model")
+    return model
+
+
+def submit(session: Session, prompt: str, items: Any, *, model: str | None = None,
+           options: Options | None = None, out: str | None = None,
+           source: str | None = None) -> BatchJob:
+    """Upload one line per item and create the batch; remembered in the store."""
+    if not prompt.strip():
+        raise SessionError("the prompt is empty: write it in the cell body, with {item}")
+    values, index = as_items(items)
+    prompts = [fill(prompt, item) for item in values]
+    opts = replace(options or Options(), stream=False, tools=None)
+    sub, notices = sub_context(session)
+    chosen = _batch_model(session, model, sub, prompts, opts, notices)
+    prefix = sub.wire()
+    full = session._with_defaults(opts, chosen)
+    server = session.client.server
+    lines = []
+    for i, text in enumerate(prompts):
+        user = Message.of("user", text)
+        body = wire_body(build_request(chosen, [*prefix, user.data], full,
+                                       sub.tokens + user.tokens, server))
+        lines.append(batch_line(_custom_id(i), body))
+    data = ("\n".join(lines) + "\n").encode()
+    client = session.client
+    uploaded = client.upload_file(data, f"kimi_magic-{session.name}-{len(lines)}.jsonl",
+                                  "batch")
+    created = client.create_batch(uploaded["id"], metadata={"session": session.name,
+                                                            "items": str(len(lines))})
+    mapping = {
+        "items": [_short(v) for v in values],
+        "index": None if index is None else [_plain(k) for k in index],
+        "name": getattr(items, "name", None) if index is not None else None,
+        "json": bool(opts.json), "prefix": opts.prefix,
+    }
+    job = BatchJob(created["id"], session.name, time.time(), chosen.id, len(lines),
+                   str(created.get("status") or "validating"), mapping, out, source)
+    _table(session.store)
+    with session.store.transaction() as conn:
+        conn.execute(
+            "INSERT INTO batches(id, session, created, model, items, status, input_file, "
+            "mapping, out, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (job.id, job.session, job.created, job.model, job.items, job.status,
+             uploaded["id"], json.dumps(mapping, default=str), out, source))
+    return job
+
+
+def _custom_id(i: int) -> str:
+    return f"item-{i}"
+
+
+def _short(value: Any, n: int = 200) -> str:
+    text = " ".join(str(value).split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _plain(value: Any) -> Any:
+    return value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
+
+
+def wait(session: Session, job: BatchJob, *, interval: float | None = None,
+         progress: bool | None = None,
+         sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
+    """Poll until the batch is finished; the final batch object."""
+    every = session.settings.batch_poll_seconds if interval is None else interval
+    bar = Progress(job.items, f"batch {job.id[-8:]}", progress)
+    while True:
+        info = session.client.batch(job.id)
+        counts = info.get("request_counts") or {}
+        done = int(counts.get("completed") or 0) + int(counts.get("failed") or 0)
+        status = str(info.get("status") or "")
+        _update(session.store, job.id, status=status, output_file=info.get("output_file_id"),
+                error_file=info.get("error_file_id"))
+        job.status = status
+        if status in FINAL:
+            bar.close(done, int(counts.get("failed") or 0), status)
+            return info
+        bar.update(done, int(counts.get("failed") or 0), status)
+        sleep(every)
+
+
+def _update(store: Store, batch_id: str, **values: Any) -> None:
+    cols = ", ".join(f"{k} = ?" for k in values)
+    with store.transaction() as conn:
+        conn.execute(f"UPDATE batches SET {cols} WHERE id = ?", (*values.values(), batch_id))
+
+
+def collect(session: Session, batch_id: str | None = None, *, interval: float | None = None,
+            progress: bool | None = None, sleep: Callable[[float], None] = time.sleep
+            ) -> tuple[Any, BatchSummary]:
+    """Wait for a batch, download its files and map lines back to items (input order).
+
+    Results are a list, or a Series with the original index; failed lines are
+    ``MapFailure`` strings. Costs are recorded once, as "map" turns at the batch price.
+    """
+    job = find(session.store, batch_id)
+    info = wait(session, job, interval=interval, progress=progress, sleep=sleep)
+    client = session.client
+    replies: dict[str, Reply | KimiError] = {}
+    for key in ("output_file_id", "error_file_id"):
+        if info.get(key):
+            for raw in client.file_content(info[key]).decode("utf-8", "replace").splitlines():
+                if raw.strip():
+                    custom_id, outcome = parse_batch_line(json.loads(raw), job.model)
+                    replies[custom_id] = outcome
+    model = session.model(job.model)
+    mapping = job.mapping
+    results: list[Any] = []
+    failures: list[MapFailure] = []
+    usage = Usage()
+    cost: float | None = 0.0
+    rows = []
+    notices: list[str] = []
+    for i in range(job.items):
+        item = mapping["items"][i] if i < len(mapping.get("items", [])) else i
+        outcome = replies.get(_custom_id(i))
+        if isinstance(outcome, Reply):
+            u = outcome.usage or Usage(exact=False)
+            c = model.cost(u.prompt_tokens, u.cached_tokens, u.completion_tokens,
+                           u.cache_write_tokens, batch=True)
+            _add(usage, u)
+            cost = None if c is None or cost is None else cost + c
+            row = session._turn_row("map", job.model, u, c, 0.0)
+            rows.append(row)
+            results.append(_value(i, item, outcome, mapping, failures))
+            continue
+        if isinstance(outcome, KimiError):
+            failure = MapFailure(i, item, f"line {_custom_id(i)}: {outcome.line()}",
+                                 outcome.kind)
+        else:
+            failure = MapFailure(i, item, f"no result for {_custom_id(i)} (batch "
+                                 f"{info.get('status')})", "missing")
+        failures.append(failure)
+        results.append(failure)
+    recorded = job.collected is None
+    with session.lock:
+        with session.store.transaction() as conn:
+            if recorded:
+                for row in rows:
+                    session.store.record_turn(conn, job.session, row)
+            conn.execute("UPDATE batches SET collected = ?, cost = ?, failed = ? WHERE id = ?",
+                         (time.time(), cost, len(failures), job.id))
+        if recorded and job.session == session.name:
+            session.turns.extend({"session": session.name, **row} for row in rows)
+    if recorded:
+        session._notify("map", job)
+    job.collected, job.cost, job.failed = time.time(), cost, len(failures)
+    if failures:
+        notices.append("Failed lines: " + "; ".join(f"#{f.index} ({_short(f.item, 40)}): "
+                                                    f"{str(f)[9:120]}" for f in failures[:5])
+                       + (f"; and {len(failures) - 5} more" if len(failures) > 5 else ""))
+    return _shape(results, mapping), BatchSummary(job, job.items - len(failures), failures,
+                                                  usage, cost, recorded, notices)
+
+
+def _value(i: int, item: Any, reply: Reply, mapping: dict[str, Any],
+           failures: list[MapFailure]) -> Any:
+    text = (mapping.get("prefix") or "") + reply.content
+    if not mapping.get("json"):
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        failure = MapFailure(i, item, f"the reply is not valid JSON: {text[:80]!r}", "json")
+        failures.append(failure)
+        return failure
+
+
+def _shape(results: list[Any], mapping: dict[str, Any]) -> Any:
+    if mapping.get("index") is None:
+        return results
+    import pandas as pd
+
+    return pd.Series(results, index=mapping["index"], name=mapping.get("name"), dtype=object)
+
+
+def _add(total: Usage, u: Usage) -> None:
+    total.prompt_tokens += u.prompt_tokens
+    total.completion_tokens += u.completion_tokens
+    total.cached_tokens += u.cached_tokens
+    total.exact = total.exact and u.exact
+
+
+# -- %kimi batches ------------------------------------------------------------------------------
+
+def collect_magic(magic: Any, rest: str) -> Any:
+    """``%kimi batches`` lists batches; ``%kimi batches collect [ID] [--out VAR]`` resumes."""
+    from IPython.core.magic_arguments import MagicArgumentParser
+    from IPython.display import display
+
+    from .display import status_bundle, table_bundle
+
+    parser = MagicArgumentParser(prog="%kimi batches", add_help=False)
+    parser.add_argument("action", nargs="?", default="list", choices=["list", "collect"])
+    parser.add_argument("id", nargs="?")
+    parser.add_argument("--out")
+    args = parser.parse_argstring(rest)
+    store = magic.sessions.store
+    if args.action == "list":
+        known = jobs(store)
+        if not known:
+            print("No batches yet: %%kimi --map VAR --batch submits one.")
+            return None
+        rows = [[j.id, j.session, j.model, j.items, j.status,
+                 "yes" if j.collected else "no",
+                 f"${j.cost:.4f}" if j.cost is not None else "",
+                 time.strftime("%Y-%m-%d %H:%M", time.localtime(j.created))] for j in known]
+        display(table_bundle(["batch", "session", "model", "items", "status", "collected",
+                              "cost", "created"], rows, "Batches"), raw=True)
+        return None
+    job = find(store, args.id)
+    session = magic.sessions.get(job.session)
+    results, summary = collect(session, job.id, progress=True)
+    display(status_bundle(summary.line(), summary.notices), raw=True)
+    out = args.out or job.out
+    if out:
+        magic.shell.user_ns[out] = results
+        print(f"Results of {job.id} are in {out}.")
+        return None
+    return results
