@@ -682,6 +682,34 @@ class KimiClient:
         except Exception:
             return None
 
+    def extract_file(self, path: str) -> str:
+        """Text of a PDF or Office file through Moonshot's ``file-extract`` purpose.
+
+        Uploads the file (``POST /v1/files``), reads ``GET /v1/files/{id}/content`` (JSON with
+        ``content``) and deletes the upload, since an account may hold only 1,000 files.
+        """
+        try:
+            with open(path, "rb") as f:
+                uploaded = self.sdk.files.create(file=f, purpose="file-extract")
+            try:
+                raw = self.sdk.files.content(uploaded.id).text
+            finally:
+                try:
+                    self.sdk.files.delete(uploaded.id)
+                except Exception:  # the text is what matters; a stale upload is harmless
+                    pass
+            data = json.loads(raw)
+        except OSError:
+            raise
+        except json.JSONDecodeError as exc:
+            raise KimiError("malformed", f"file-extract answered with non-JSON ({exc.msg})"
+                            ) from None
+        except Exception as exc:
+            raise self.error(exc) from None
+        if not isinstance(data, dict) or not isinstance(data.get("content"), str):
+            raise KimiError("malformed", "file-extract answered without a 'content' field")
+        return data["content"]
+
 
 def _is_api_error(exc: BaseException) -> bool:
     import openai

@@ -278,8 +278,15 @@ class Session:
             notices: list[str] = []
             base, replaced, replaced_rounds = self._base_for(cell_id)
             if self.refresh_pins is not None:
-                base, pin_notices = self.refresh_pins(base)
+                refreshed, pin_notices = self.refresh_pins(base)
                 notices += pin_notices
+                if refreshed is not base and base is self.context:
+                    # Re-rendered pins describe the data, not the conversation: persist them
+                    # now (a failed call or --once keeps them too) and go on building on the
+                    # live context, so compacting before sending still applies.
+                    refreshed = self._commit(refreshed)
+                    self._notify("pin", None)
+                base = refreshed
             meta = {"cell_id": cell_id} if cell_id else {}
             user = Message({"role": "user", "content": prompt}, meta)
             chosen = self._choose_model(model, base, user, opts, notices)
@@ -645,10 +652,12 @@ class Session:
             raise SessionError("recall needs a query, e.g. %kimi recall learning rate")
         hits = self.store.search(self.name, query, limit)
         if pin and hits:
+            from .pins import block  # pins imports this module: import at call time
+
             text = "\n\n---\n\n".join(h["text"] for h in hits)
             name = "recall: " + query[:40]
             self.set_pin(Pin(name, "recall", f"archive search {query!r}",
-                             Message.of("system", _pin_block(name, "recall", query, text)),
+                             Message.of("system", block(name, "recall", query, text)),
                              frozen=True, updated=self.clock()))
         return hits
 
@@ -748,10 +757,6 @@ def _tokenizer_source() -> str:
     from . import tokens
 
     return tokens.source()
-
-
-def _pin_block(name: str, kind: str, source: str, body: str) -> str:
-    return f'<pinned name="{name}" kind="{kind}" source="{source}">\n{body}\n</pinned>'
 
 
 def messages_tokens(messages: Iterable[Message]) -> int:
