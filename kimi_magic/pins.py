@@ -630,9 +630,10 @@ def _decode(path: str) -> tuple[str, str]:
     data = _read_bytes(path)
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         return data.decode("utf-16", "replace"), "encoding: UTF-16"
+    binary = SessionError(f"{path} is a binary file ({len(data):,} bytes): pin text, code, "
+                          "CSV/Parquet/JSON, notebooks, images, PDF or Office files")
     if b"\x00" in data[:8192]:
-        raise SessionError(f"{path} is a binary file ({len(data):,} bytes): pin text, code, "
-                           "CSV/Parquet/JSON, notebooks, images, PDF or Office files")
+        raise binary
     try:
         return data.decode("utf-8-sig"), ""
     except UnicodeDecodeError:
@@ -650,7 +651,8 @@ def _decode(path: str) -> tuple[str, str]:
             tied = [m for m in matches
                     if (m.chaos, m.coherence) == (best.chaos, best.coherence)]
             best = next((m for m in tied if m.encoding == "cp1252"), best)
-    if best is not None:
+        if best is None:  # no code page makes sense of it: compressed or binary data
+            raise binary
         return str(best), f"encoding: {best.encoding} (detected; not UTF-8)"
     return data.decode("latin-1"), ("not valid UTF-8: decoded as latin-1, some characters "
                                     "may be wrong")

@@ -317,12 +317,15 @@ class HugeRepr:
     ("missing.csv", "no such file: "),
     ("data/missing.txt", "no such file: "),
     ("blob.bin", "is a binary file"),
+    ("archive.dat", "is a binary file"),
     ("broken", "cannot pin broken: its repr raised ValueError: no repr for you"),
     ("huge", "its repr is 5,000,000 characters"),
     ("1 +", "no such file"),
 ])
 def test_bad_input_is_one_line_and_changes_nothing(session, sim, tmp_path, target, message):
     (tmp_path / "blob.bin").write_bytes(b"\x00\x01\x02binary" * 100)
+    # Compressed data has no NUL bytes to give it away, and no code page fits it.
+    (tmp_path / "archive.dat").write_bytes(bytes(range(1, 256)) * 20)
     pin_text(session, "keep", "Something pinned before.")
     before, requests = session.context, len(sim.requests)
     with pytest.raises(SessionError) as err:
@@ -402,6 +405,10 @@ def test_pin_magics_through_a_real_shell(ipython, sim, ns):
     assert ipython.magics_manager.registry["KimiMagic"].session.context.pins[-1].frozen
     with pytest.raises(UsageError, match="nothing named 'nope' to pin"):
         ipython.run_line_magic("kimi", "pin nope")
+    ipython.run_cell("def clean(frame):\n    return frame.dropna()\n")
+    assert "Pinned 'clean' (function" in magic(ipython, "pin clean")
+    session = ipython.magics_manager.registry["KimiMagic"].session
+    assert "return frame.dropna()" in session.context.pin("clean").message.content
 
 
 def test_image_pins_respect_the_configured_max_side(session, monkeypatch):
