@@ -15,7 +15,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
 from . import compress as compression
@@ -144,6 +144,7 @@ class Session:
             self.context, _model, state = loaded
             self.last_call = state.get("last_call")
             self._calibration = state.get("calibration", 1.0)
+            self.current_snapshot = state.get("current_snapshot")
             self.snapshots = [self._snapshot_from_row(r) for r in self.store.snapshots(name)]
             self.turns = self.store.turns(name)
         else:
@@ -206,7 +207,7 @@ class Session:
 
     def _state(self) -> dict[str, Any]:
         return {"model": self.settings.model, "last_call": self.last_call,
-                "calibration": self._calibration}
+                "calibration": self._calibration, "current_snapshot": self.current_snapshot}
 
     # -- tokens and cost ----------------------------------------------------------------------
     def tokens(self) -> int:
@@ -303,7 +304,12 @@ class Session:
             steps = 0
             while True:
                 sent = base.tokens + sum(m.tokens for m in new)
+                was_current = base is self.context
                 reply = self._call(chosen, messages, opts, on_delta, base, new, notices, sent)
+                if was_current and base is not self.context:
+                    # The server refused the length and _call compacted and retried: the
+                    # turn now extends the compacted context, not the one we started from.
+                    base = self.context
                 usage = reply.usage or self._estimated_usage(sent, reply)
                 cost = self._cost(chosen, usage)
                 _add_usage(usage_total, usage)
@@ -314,7 +320,9 @@ class Session:
                     # Partial mode: the reply excludes the prefix; keep them joined, and never
                     # keep the "partial" flag in history.
                     assistant["content"] = opts.prefix + (assistant.get("content") or "")
-                new.append(Message(assistant))
+                # Usage rides in meta (never sent) so exports can show what each reply cost.
+                new.append(Message(assistant, {"model": chosen.id, "cost": cost,
+                                               "usage": asdict(usage)}))
                 messages.append(assistant)
                 if not (tools and reply.tool_calls and reply.finish_reason == "tool_calls"):
                     break
@@ -513,16 +521,25 @@ class Session:
         """Snapshot, then compress or truncate per ``settings.compact_mode``; one line back."""
         with self.lock:
             before = self.tokens()
+            model = model or self.model()
+            rs = self.context.rounds
+            if not rs:
+                line = (f"The context (~{before:,} tokens) is over the threshold but holds no "
+                        "history to compact: only the system prompt, pins and summary.")
+                self._notify("notice", line)
+                return line
+            keep = self._rounds_to_keep(rs, self.settings.threshold(model.context_length))
             if self.settings.compact_mode == "truncate":
                 self.snapshot(f"auto: before truncate ({reason})" if reason else None, auto=True)
-                dropped = self.truncate()
+                dropped = self.truncate(keep)
                 line = (f"Auto-truncated {dropped} rounds ({reason}): {before:,} → "
                         f"{self.tokens():,} tokens; archived for %kimi recall.")
             else:
                 try:
-                    result = self.compress(model=model.id if model else None, auto=True)
+                    result = self.compress(keep, model=model.id, auto=True)
                 except (KimiError, SessionError) as err:
-                    self.truncate()
+                    self.snapshot("auto: before truncate (compress failed)", auto=True)
+                    self.truncate(keep)
                     line = (f"Auto-compress failed ({err}); truncated instead: {before:,} → "
                             f"{self.tokens():,} tokens.")
                 else:
@@ -530,10 +547,20 @@ class Session:
             self._notify("notice", line)
             return line
 
+    def _rounds_to_keep(self, rs: list[list[Message]], threshold: int) -> int:
+        """``keep_rounds``, fewer if those rounds alone would fill half the threshold.
+
+        At least one round is always compacted, or compaction would change nothing.
+        """
+        keep = min(self.settings.keep_rounds, len(rs) - 1)
+        while keep > 0 and sum(m.tokens for r in rs[-keep:] for m in r) > threshold // 2:
+            keep -= 1
+        return keep
+
     def snapshot(self, label: str | None = None, *, auto: bool = False) -> Snapshot:
         """Save the current context; O(1): the snapshot shares its immutable messages."""
         with self.lock:
-            if label and any(s.label == label for s in self.snapshots):
+            if label and not auto and any(s.label == label for s in self.snapshots):
                 raise SessionError(f"a snapshot is already labelled {label!r}")
             ctx = self.context
             turns = len(ctx.rounds)
@@ -543,12 +570,20 @@ class Session:
                 if ctx.history and ctx.node is None:
                     ctx = self.store.ensure_chain(conn, ctx)
                     self.context = ctx
+                parent = self.current_snapshot
                 sid = self.store.add_snapshot(conn, self.name, label, ctx, turns, tokens,
-                                              self.current_snapshot, auto)
-            snap = Snapshot(sid, label, self.clock(), turns, tokens, ctx,
-                            self.current_snapshot, auto)
+                                              parent, auto)
+                # The session row remembers where we are in the snapshot tree (a restarted
+                # kernel links its next snapshot to this one).
+                self.current_snapshot = sid
+                try:
+                    self.store.save_head(conn, self.name, self.context, self.settings.model,
+                                         self._state())
+                except BaseException:
+                    self.current_snapshot = parent
+                    raise
+            snap = Snapshot(sid, label, self.clock(), turns, tokens, ctx, parent, auto)
             self.snapshots.append(snap)
-            self.current_snapshot = sid
             self._notify("snapshot", snap)
             return snap
 
@@ -574,8 +609,8 @@ class Session:
             if not any(s.context is self.context for s in self.snapshots):
                 left = self.snapshot(f"before rollback to {snap.label}", auto=True)
                 snap = next(s for s in self.snapshots if s.id == snap.id) if left else snap
-            self._commit(snap.context)
             self.current_snapshot = snap.id
+            self._commit(snap.context)
             self._notify("rollback", snap)
             return snap
 
@@ -665,6 +700,8 @@ class Session:
         """Start afresh: history and summary cleared (archived); system prompt and pins kept."""
         with self.lock:
             dropped = self.context.rounds
+            if self.context.summary is not None:
+                dropped = [[self.context.summary], *dropped]
             self._commit(replace(self.context, history=(), summary=None, node=None),
                          archive=("reset", dropped) if dropped else None)
             self._notify("reset")

@@ -131,7 +131,10 @@ class Store:
 
     # -- messages and chains ------------------------------------------------------------
     def _put(self, conn: sqlite3.Connection, message: Message) -> str:
-        conn.execute("INSERT OR IGNORE INTO messages VALUES (?, ?)", (message.hash, message.json))
+        # Keep the keys in their wire order (the hash is order-free): a resumed session must
+        # send the very bytes it sent before, or the prompt cache misses.
+        conn.execute("INSERT OR IGNORE INTO messages VALUES (?, ?)",
+                     (message.hash, json.dumps(message.data, ensure_ascii=False)))
         return message.hash
 
     def append(self, conn: sqlite3.Connection, parent: int | None,
