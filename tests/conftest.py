@@ -5,7 +5,8 @@
 - ``session``: a ``Session`` on a fresh store file in ``tmp_path``, talking to ``sim`` with
   tiny retry backoffs.
 - ``ipython``: an ``InteractiveShell`` with ``%load_ext kimi_magic``, the store in
-  ``tmp_path`` (``KIMI_MAGIC_STORE``) and ``KimiMagic`` pointed at ``sim``.
+  ``tmp_path`` (``KIMI_MAGIC_STORE``) and ``KimiMagic`` pointed at ``sim`` (tiny retry
+  backoff and batch polling interval).
 """
 
 from __future__ import annotations
@@ -74,5 +75,7 @@ def ipython(sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     shell.run_line_magic("load_ext", "kimi_magic")
     shell.run_line_magic("config", f"KimiMagic.base_url = {sim.url!r}")
     shell.run_line_magic("config", "KimiMagic.retry_base = 0.01")
+    if shell.magics_manager.registry["KimiMagic"].has_trait("batch_poll_seconds"):
+        shell.run_line_magic("config", "KimiMagic.batch_poll_seconds = 0.05")
     yield shell
     shell.run_line_magic("unload_ext", "kimi_magic")
