@@ -435,7 +435,11 @@ def run_magic(magic: Any, session: Session, args: Any, prompt: str) -> Any:
         print(f"Submitted batch {job.id}: {job.items} items on {job.model} at "
               f"{batch.DISCOUNT_PERCENT}% of the price. If you stop waiting (or the kernel "
               f"restarts), %kimi batches collect {job.id} resumes.")
-        results, summary = batch.collect(session, job.id, progress=True)
+        try:
+            results, summary = batch.collect(session, job.id, progress=True)
+        except KeyboardInterrupt:
+            raise SessionError(f"Stopped waiting; batch {job.id} keeps running on the server: "
+                               f"%kimi batches collect {job.id} picks it up") from None
         display(status_bundle(summary.line(), summary.notices), raw=True)
     else:
         fan = Fanout(session, prompt, items, model=args.model, options=opts, progress=True,
