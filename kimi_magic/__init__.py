@@ -29,10 +29,34 @@ def load_ipython_extension(ip: Any) -> None:
     """``%load_ext kimi_magic``: register the magics and the ``KimiMagic`` configurable."""
     from .magics import KimiMagic
 
-    magic = KimiMagic(shell=ip, config=ip.config)
+    magic = _build(KimiMagic, ip)
     ip.register_magics(magic)
     if magic not in ip.configurables:  # some IPython versions register it already
         ip.configurables.append(magic)
+
+
+def _build(cls: Any, ip: Any) -> Any:
+    """The configurable, dropping bad values a failed ``%config`` left in the shell's config.
+
+    ``%config KimiMagic.x = bad`` reports the error but keeps ``bad`` in ``ip.config``; without
+    this, every later ``%load_ext``/``%reload_ext`` would fail with a traceback.
+    """
+    import re
+    import warnings
+
+    from traitlets import TraitError
+
+    while True:
+        try:
+            return cls(shell=ip, config=ip.config)
+        except TraitError as err:
+            found = re.search(r"(?:The '|KimiMagic\.)(\w+)", str(err))
+            section = ip.config.get("KimiMagic", {})
+            if not found or found.group(1) not in section:
+                raise
+            del section[found.group(1)]
+            warnings.warn(f"kimi_magic: ignoring the setting KimiMagic.{found.group(1)} ({err})",
+                          stacklevel=3)
 
 
 def unload_ipython_extension(ip: Any) -> None:

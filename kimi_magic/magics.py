@@ -22,7 +22,18 @@ from IPython.core.magic_arguments import (
     parse_argstring,
 )
 from IPython.display import display
-from traitlets import Bool, Dict, Enum, Float, Int, TraitType, Unicode, observe, validate
+from traitlets import (
+    Bool,
+    Dict,
+    Enum,
+    Float,
+    Int,
+    TraitError,
+    TraitType,
+    Unicode,
+    observe,
+    validate,
+)
 from traitlets.config import Configurable
 
 from . import models as model_table
@@ -122,6 +133,28 @@ class KimiMagic(Magics, Configurable):
     @validate("api_key")
     def _hide_key(self, proposal: Any) -> HiddenStr:
         return HiddenStr(proposal["value"] or "")
+
+    # %config reports a TraitError as one line and keeps the old value: say what is allowed.
+    @validate("keep_rounds", "verbatim_budget", "max_retries", "retry_base")
+    def _not_negative(self, proposal: Any) -> Any:
+        if proposal["value"] < 0:
+            raise TraitError(f"KimiMagic.{proposal['trait'].name} must be 0 or more, not "
+                             f"{proposal['value']!r}")
+        return proposal["value"]
+
+    @validate("compact_at", "pin_budget", "timeout")
+    def _positive(self, proposal: Any) -> Any:
+        if proposal["value"] <= 0:
+            raise TraitError(f"KimiMagic.{proposal['trait'].name} must be more than 0, not "
+                             f"{proposal['value']!r}")
+        return proposal["value"]
+
+    @validate("effort")
+    def _known_effort(self, proposal: Any) -> str | None:
+        if proposal["value"] not in (None, *model_table.EFFORTS):
+            raise TraitError(f"KimiMagic.effort must be one of {', '.join(model_table.EFFORTS)}"
+                             f" or None, not {proposal['value']!r}")
+        return proposal["value"]
 
     @observe(*[f.name for f in fields(Settings)], "store_path")
     def _settings_changed(self, change: Any) -> None:
