@@ -72,10 +72,14 @@ def ipython(sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     shell = InteractiveShell.instance()
     if "KimiMagic" in shell.magics_manager.registry:
         shell.run_line_magic("unload_ext", "kimi_magic")
+    # %config writes into the singleton shell's config: start each test from none of it.
+    shell.config.pop("KimiMagic", None)
     shell.run_line_magic("load_ext", "kimi_magic")
     shell.run_line_magic("config", f"KimiMagic.base_url = {sim.url!r}")
     shell.run_line_magic("config", "KimiMagic.retry_base = 0.01")
     if shell.magics_manager.registry["KimiMagic"].has_trait("batch_poll_seconds"):
         shell.run_line_magic("config", "KimiMagic.batch_poll_seconds = 0.05")
     yield shell
-    shell.run_line_magic("unload_ext", "kimi_magic")
+    if "KimiMagic" in shell.magics_manager.registry:
+        shell.run_line_magic("unload_ext", "kimi_magic")
+    shell.config.pop("KimiMagic", None)

@@ -1,0 +1,138 @@
+"""Nonsense in every magic and option: one clear line, nothing changed, nothing sent.
+
+Each case runs in a shell whose session already holds a turn and a snapshot; afterwards the
+context, the store rows, the snapshots and the simulator's request count are as before, and
+the output holds no traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.utils.capture import capture_output
+
+from kimi_magic import Session, Store
+
+#: (cell, words the one-line error must contain)
+BAD_CELLS = [
+    ('%%kimi -s "bad name!"\nHello', "invalid session name"),
+    ("%%kimi -s ../etc\nHello", "invalid session name"),
+    ("%%kimi --max-tokens -5\nHello", "--max-tokens"),
+    ("%%kimi --max-tokens 0\nHello", "--max-tokens"),
+    ("%%kimi --max-tokens lots\nHello", "--max-tokens"),
+    ("%%kimi --temperature warm\nHello", "--temperature"),
+    ("%%kimi --effort extreme\nHello", "--effort"),
+    ('%%kimi --prefix "def f(" --json\nHello', "--prefix"),
+    ("%%kimi --pin no_such_file.csv\nHello", "no_such_file.csv"),
+    ("%%kimi --pin undefined_variable\nHello", "undefined_variable"),
+    ("%%kimi --format html\nHello", "--format"),
+    ("%%kimi --batch\nHello", "--batch"),
+    ("%%kimi --map not_defined\nName {item}.", "not_defined"),
+    ("%%kimi --bogus\nHello", "unrecognized"),
+    ("%%kimi\n   \n", "prompt is empty"),
+    ("%%kimi -m kimi-k2-0905-preview\nHello", "retired"),
+    ("%%kimi_pin\nSome text", "%%kimi_pin NAME"),
+    ("%kimi frobnicate", "unknown subcommand"),
+    ("%kimi rollback 999", "no snapshot"),
+    ("%kimi rollback no-such-label", "no snapshot"),
+    ("%kimi snapshot first", "already labelled"),
+    ("%kimi truncate --keep-rounds -1", "--keep-rounds"),
+    ("%kimi truncate --keep-tokens -3", "--keep-tokens"),
+    ("%kimi truncate --keep-rounds x", "--keep-rounds"),
+    ("%kimi compress --keep-rounds -2", "--keep-rounds"),
+    ("%kimi compress", "nothing to compress"),
+    ("%kimi recall", "query"),
+    ("%kimi use bad/name", "invalid session name"),
+    ("%kimi use", "%kimi use NAME"),
+    ("%kimi unpin nothing", "no pin named"),
+    ("%kimi unpin", "%kimi unpin"),
+    ("%kimi pin", "target"),
+    ("%kimi pin nothing_here --as x", "nothing_here"),
+    ("%kimi export", "%kimi export PATH"),
+    ("%kimi export notes.xyz", ".ipynb, .md or .json"),
+    ("%kimi import /no/such/file.json", "no such file"),
+    ("%kimi tool no_such_function", "no_such_function"),
+]
+
+#: (setting, bad value) for %config: refused with one logged line, the old value kept.
+BAD_CONFIG = [
+    ("compact_mode", '"nonsense"'),
+    ("max_completion_tokens", "-1"),
+    ("max_completion_tokens", "0"),
+    ("keep_rounds", "-3"),
+    ("effort", '"extreme"'),
+    ("compact_at", "-1.0"),
+    ("timeout", '"soon"'),
+    ("server", '"mainframe"'),
+]
+
+
+def chats(sim) -> int:
+    return sum(r["path"].endswith("/chat/completions") for r in sim.requests)
+
+
+def state(session: Session) -> tuple[Any, ...]:
+    fresh = Store(session.store.path)
+    try:
+        return (session.name, session.context.wire(), len(session.turns),
+                [s.id for s in session.snapshots], fresh.turns(session.name),
+                fresh.snapshots(session.name), fresh.sessions()[0]["turns"],
+                [r["name"] for r in fresh.sessions()])
+    finally:
+        fresh.close()
+
+
+@pytest.fixture
+def shell(ipython, sim):
+    """A shell whose session holds one turn and a snapshot labelled "first"."""
+    for cell in ("%%kimi\nMy favourite number is 42.", "%kimi snapshot first"):
+        assert ipython.run_cell(cell).success
+    ipython.user_ns["items"] = ["apples", "pears"]
+    return ipython
+
+
+def current(shell) -> Session:
+    return shell.magics_manager.registry["KimiMagic"].session
+
+
+@pytest.mark.parametrize("cell, words", BAD_CELLS, ids=[c.split("\n")[0] for c, _ in BAD_CELLS])
+def test_bad_input_is_one_line_changes_nothing_and_sends_nothing(shell, sim, cell, words):
+    before, sent = state(current(shell)), chats(sim)
+    with capture_output() as out:
+        result = shell.run_cell(cell)
+    err = result.error_in_exec
+    assert isinstance(err, UsageError), f"{cell!r} gave {err!r}"
+    assert words in str(err)
+    assert "\n" not in str(err).strip()
+    assert "Traceback" not in out.stdout + out.stderr
+    assert state(current(shell)) == before
+    assert chats(sim) == sent, "nothing was sent"
+
+
+@pytest.mark.parametrize("name, value", BAD_CONFIG)
+def test_bad_config_values_are_refused_and_keep_the_old_value(shell, sim, name, value, caplog):
+    magic = shell.magics_manager.registry["KimiMagic"]
+    old, before = getattr(magic, name), state(current(shell))
+    with capture_output() as out, caplog.at_level(logging.ERROR):
+        shell.run_cell(f"%config KimiMagic.{name} = {value}")
+    assert "Traceback" not in out.stdout + out.stderr
+    logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert logged and all(name in line and "\n" not in line for line in logged)
+    assert getattr(magic, name) == old
+    assert getattr(magic.sessions.settings, name) == old
+    assert state(current(shell)) == before
+    # The refused value must not break reloading the extension either.
+    with pytest.warns(UserWarning, match=f"ignoring the setting KimiMagic.{name}"):
+        assert shell.run_cell("%reload_ext kimi_magic").success
+    assert shell.run_cell("%%kimi\nWhat is my favourite number?").success
+
+
+def test_recall_of_blank_words_finds_nothing_and_changes_nothing(shell, sim):
+    before = state(current(shell))
+    with capture_output() as out:
+        result = shell.run_cell('%kimi recall " ? "')
+    assert result.success and "Nothing in the archive" in out.stdout
+    assert state(current(shell)) == before
