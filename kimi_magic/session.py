@@ -445,7 +445,8 @@ class Session:
              notices: list[str]) -> Context:
         """Compact before sending if estimate + output cap would not fit the window."""
         need = int((base.tokens + user.tokens) * self._calibration)
-        floor = min(opts.max_completion_tokens or 4096, model.context_length // 4)
+        cap = opts.max_completion_tokens or self.settings.max_completion_tokens or 4096
+        floor = min(cap, model.context_length // 4)
         if need + floor <= model.context_length or self.settings.compact_mode == "off":
             return base
         if base is not self.context:
