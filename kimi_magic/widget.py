@@ -1,0 +1,613 @@
+"""The dashboard: an ipywidgets view of one ``Session`` (``%kimi widget``).
+
+It shows how the window is filled, what the session cost, whether the prompt cache is still
+warm, context and cost over turns, the snapshot history and the pins; its buttons call the same
+``Session`` methods the magics call. It holds no state of its own: it subscribes to the session
+and re-renders after every change, whichever cell made it. Core widgets and inline HTML/SVG
+only (no custom front-end), coloured with JupyterLab's CSS variables so both themes work.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import ipywidgets as widgets
+
+from .client import KimiError
+from .session import Session, SessionError
+from .sessions import Sessions
+from .store import StoreError
+
+#: Errors that are the user's or the network's: one line in the widget, never a traceback.
+USER_ERRORS = (KimiError, SessionError, StoreError)
+
+#: Layers in request order, each with a JupyterLab colour (and a fallback outside Lab).
+LAYERS = (
+    ("system", "var(--jp-ui-font-color3, #9e9e9e)"),
+    ("pins", "var(--jp-warn-color1, #f57c00)"),
+    ("summary", "var(--jp-success-color1, #388e3c)"),
+    ("history", "var(--jp-brand-color1, #1976d2)"),
+)
+
+FONT1 = "var(--jp-ui-font-color1, #212121)"
+FONT2 = "var(--jp-ui-font-color2, #616161)"
+FONT3 = "var(--jp-ui-font-color3, #9e9e9e)"
+BORDER = "var(--jp-border-color2, #e0e0e0)"
+TRACK = "var(--jp-layout-color3, #e0e0e0)"
+CARD = "var(--jp-layout-color2, #f5f5f5)"
+BRAND = "var(--jp-brand-color1, #1976d2)"
+WARN = "var(--jp-warn-color1, #f57c00)"
+ERROR = "var(--jp-error-color1, #d32f2f)"
+OK = "var(--jp-success-color1, #388e3c)"
+
+#: Keyframes for the JS-free cache countdown: a bar that drains and a warm/cold flip.
+STYLE = """<style>
+@keyframes kimi-drain { to { width: 0%; } }
+@keyframes kimi-hide { to { visibility: hidden; } }
+@keyframes kimi-show { to { visibility: visible; } }
+.kimi-dashboard { max-width: 100%; }
+.kimi-dashboard .widget-button { width: auto; }
+</style>"""
+
+#: Seconds between status-line updates while a compress streams its summary.
+PROGRESS_EVERY = 0.25
+
+
+class Dashboard(widgets.VBox):
+    """A live view of one session, with buttons for snapshot, compress, rollback and reset.
+
+    >>> Dashboard(magic.sessions, "default")            # doctest: +SKIP
+    """
+
+    def __init__(self, sessions: Sessions, name: str, magic: Any = None) -> None:
+        self.sessions = sessions
+        self.magic = magic
+        self.session: Session = sessions.get(name)
+        self._unsubscribe: Callable[[], None] | None = None
+        self._confirming = False
+        self._running = False
+        self._closed = False
+        self._rows_key: dict[str, Any] = {}
+
+        self.selector = widgets.Dropdown(description="session",
+                                         layout=widgets.Layout(width="auto", max_width="100%"))
+        self.selector.observe(self._on_select, names="value")
+        self.summary = widgets.HTML(layout=widgets.Layout(max_width="100%"))
+        self.snapshot_rows = widgets.VBox(layout=_box(max_height="220px", overflow="auto"))
+        self.pin_rows = widgets.VBox(layout=_box())
+        self.label = widgets.Text(placeholder="snapshot label (optional)",
+                                  layout=widgets.Layout(width="200px", max_width="100%"))
+        self.snapshot_button = _button("Snapshot", "kimi-snapshot", "Save the context now "
+                                       "(O(1); roll back to it later)")
+        self.compress_button = _button("Compress", "kimi-compress", "Summarise all but the "
+                                       "last rounds, with a fact check; snapshot taken first")
+        self.rollback_button = _button("Rollback", "kimi-rollback", "Restore the latest "
+                                       "snapshot (the state you leave is kept as one)")
+        self.reset_button = _button("Reset", "kimi-reset", "Clear history and summary "
+                                    "(archived); system prompt and pins stay")
+        self.confirm_button = _button("Confirm reset", "kimi-confirm-reset",
+                                      "Really clear history and summary", "danger")
+        self.cancel_button = _button("Cancel", "kimi-cancel", "Keep everything as it is")
+        self.snapshot_button.on_click(lambda _: self._snapshot())
+        self.compress_button.on_click(lambda _: self._compress())
+        self.rollback_button.on_click(lambda _: self._rollback(None))
+        self.reset_button.on_click(lambda _: self._ask_reset())
+        self.confirm_button.on_click(lambda _: self._reset())
+        self.cancel_button.on_click(lambda _: self._cancel_reset())
+        self.actions = widgets.HBox(
+            [self.label, self.snapshot_button, self.compress_button, self.rollback_button,
+             self.reset_button, self.confirm_button, self.cancel_button],
+            layout=widgets.Layout(flex_flow="row wrap", align_items="center", max_width="100%"))
+        self.status_line = widgets.HTML(layout=widgets.Layout(max_width="100%"))
+        self.status_line.add_class("kimi-status")
+        self.snapshots_title = widgets.HTML()
+        self.pins_title = widgets.HTML()
+        super().__init__(
+            [self.selector, self.summary, self.snapshots_title, self.snapshot_rows,
+             self.pins_title, self.pin_rows, self.actions, self.status_line],
+            layout=widgets.Layout(width="100%", max_width="100%", padding="8px",
+                                  border=f"1px solid {BORDER}"))
+        self.add_class("kimi-dashboard")
+        self._on_open = _weak_call(self, Dashboard._session_opened)
+        sessions.on_open.append(self._on_open)
+        self._bind(self.session)
+
+    # -- binding and lifetime -----------------------------------------------------------------
+    def _bind(self, session: Session) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        self.session = session
+        self._unsubscribe = _subscribe_weakly(session, self)
+        self._confirming = False
+        self.render()
+
+    def close(self) -> None:
+        """Stop observing the session and close every widget this dashboard made."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        if self._on_open in self.sessions.on_open:
+            self.sessions.on_open.remove(self._on_open)
+        for box in (self.snapshot_rows, self.pin_rows):
+            _close_all(box.children)
+        _close_all([*self.actions.children, *self.children])
+        super().close()
+
+    def _changed(self, event: str, detail: Any) -> None:
+        """The session changed (in this widget or any cell): show the new state."""
+        if not self._closed:
+            self.render()
+
+    def _session_opened(self, session: Session) -> None:
+        if not self._closed:
+            self._render_selector()
+
+    def _on_select(self, change: dict[str, Any]) -> None:
+        name = change["new"]
+        if self._updating_selector or not name or name == self.session.name:
+            return
+        try:
+            session = self.sessions.get(name)
+        except USER_ERRORS as err:
+            self._say(str(err), "error")
+            return
+        self._bind(session)
+        self._say(f"Showing session {name!r}.", "info")
+
+    # -- rendering ----------------------------------------------------------------------------
+    _updating_selector = False
+
+    def render(self) -> None:
+        """Re-render everything from the session's current state."""
+        try:
+            st = self.session.status()
+        except USER_ERRORS as err:
+            self._say(f"cannot read the session: {self._redact(str(err))}", "error")
+            return
+        self._render_selector()
+        self.summary.value = STYLE + summary_html(st, self.session)
+        n = len(self.session.snapshots)
+        self.snapshots_title.value = _title(f"Snapshots ({n})" if n else "Snapshots",
+                                            "" if n else "none yet: Snapshot saves the context")
+        self.pins_title.value = _title(f"Pins ({len(st['pins'])})" if st["pins"] else "Pins",
+                                       "" if st["pins"] else "none: %kimi pin VARIABLE_OR_PATH")
+        self._render_snapshots()
+        self._render_pins(st)
+        self._render_buttons()
+
+    def _render_selector(self) -> None:
+        names = sorted({s["name"] for s in self.sessions.store.sessions()}
+                       | set(self.sessions.open) | {self.session.name})
+        self._updating_selector = True
+        try:
+            if list(self.selector.options) != names:
+                self.selector.options = names
+            self.selector.value = self.session.name
+        finally:
+            self._updating_selector = False
+        self.selector.layout.display = "" if len(names) > 1 else "none"
+
+    def _render_snapshots(self) -> None:
+        s = self.session
+        # "Here" marks the snapshot whose context is the live one (none after new turns).
+        key = tuple((p.id, p.label, p.context is s.context) for p in s.snapshots)
+        if self._rows_key.get("snapshots") == key:
+            return
+        self._rows_key["snapshots"] = key
+        old = self.snapshot_rows.children
+        rows = []
+        for snap in reversed(s.snapshots):       # newest first: the one you want is on top
+            here = snap.context is s.context
+            unlabelled = _unlabelled(snap.label)
+            origin = " · ".join(x for x in (f"from #{snap.parent}" if snap.parent else "",
+                                             "auto" if snap.auto else "") if x)
+            text = _row([
+                ("●" if here else "", "1em", BRAND),
+                (f"#{snap.id}", "2.5em", FONT2),
+                ("(no label)" if unlabelled else snap.label, "12em",
+                 FONT3 if unlabelled else FONT1),
+                (time.strftime("%H:%M:%S", time.localtime(snap.time)), "5em", FONT2),
+                (f"{snap.turns} rounds", "4.5em", FONT2),
+                (f"{snap.tokens:,} tokens", "6.5em", FONT2),
+                (origin, "7em", FONT3),
+            ], data=f'data-snapshot="{snap.id}"')
+            button = _button("Rollback", "kimi-rollback-to", f"Restore snapshot #{snap.id}")
+            button.on_click(lambda _, sid=snap.id: self._rollback(sid))
+            rows.append(_row_box(text, button))
+        self.snapshot_rows.children = rows
+        _close_all(old)
+
+    def _render_pins(self, st: dict[str, Any]) -> None:
+        key = tuple(st["pins"])
+        if self._rows_key.get("pins") == key:
+            return
+        self._rows_key["pins"] = key
+        old = self.pin_rows.children
+        mark = "" if st["exact"] else "~"
+        rows = []
+        for name, kind, tokens in st["pins"]:
+            text = _row([("", "1em", FONT1), (name, "13em", FONT1), (kind, "6em", FONT2),
+                         (f"{mark}{tokens:,} tokens", "8em", FONT2)],
+                        data=f'data-pin="{html.escape(name, quote=True)}"')
+            button = _button("Unpin", "kimi-unpin", f"Remove the pin {name!r}")
+            button.on_click(lambda _, n=name: self._unpin(n))
+            rows.append(_row_box(text, button))
+        self.pin_rows.children = rows
+        _close_all(old)
+
+    def _render_buttons(self) -> None:
+        running = self._running
+        for b in (self.snapshot_button, self.compress_button, self.rollback_button,
+                  self.reset_button, self.label):
+            b.disabled = running
+        self.rollback_button.disabled = running or not self.session.snapshots
+        for box in (self.snapshot_rows, self.pin_rows):
+            for row in box.children:
+                row.children[-1].disabled = running
+        self.reset_button.layout.display = "none" if self._confirming else ""
+        self.confirm_button.layout.display = "" if self._confirming else "none"
+        self.cancel_button.layout.display = "" if self._confirming else "none"
+        self.confirm_button.disabled = self.cancel_button.disabled = running
+
+    def _say(self, text: str, kind: str = "info") -> None:
+        """One line under the buttons: what happened, or what went wrong."""
+        colour = {"error": ERROR, "warn": WARN, "ok": OK}.get(kind, FONT2)
+        line = " ".join(text.split())
+        self.status_line.value = (
+            f'<div class="kimi-status-line" data-kind="{kind}" style="color:{colour};'
+            f'font-size:var(--jp-ui-font-size1,13px);line-height:1.45;max-width:100%">'
+            f"{html.escape(line)}</div>")
+
+    def _redact(self, text: str) -> str:
+        if self.magic is not None and hasattr(self.magic, "_redact"):
+            return self.magic._redact(text)
+        key = self.session.settings.api_key
+        return text.replace(key, "[key hidden]") if key else text
+
+    # -- operations ---------------------------------------------------------------------------
+    def _run(self, op: Callable[[], str], progress: str | None = None) -> None:
+        """Run ``op`` under the session lock, never blocking the kernel behind a running cell.
+
+        The lock serialises the widget with cells; if a cell holds it, say so and return.
+        """
+        session = self.session
+        if not session.lock.acquire(blocking=False):
+            self._say("busy: a cell is running; try again when it finishes", "warn")
+            return
+        try:
+            if progress:
+                self._running = True
+                self._render_buttons()
+                self._say(progress, "info")
+            try:
+                line = op()
+            except USER_ERRORS as err:
+                self._say(self._redact(str(err)), "error")
+            except Exception as err:  # a view must never show a traceback
+                self._say(self._redact(f"{type(err).__name__}: {err}"), "error")
+            else:
+                self._say(line, "ok")
+        finally:
+            session.lock.release()
+            self._running = False
+            if not self._closed:
+                self.render()
+
+    def _snapshot(self) -> None:
+        def op() -> str:
+            snap = self.session.snapshot(self.label.value.strip() or None)
+            self.label.value = ""
+            return (f"Snapshot #{snap.id}{_quoted(snap.label)}: {snap.turns} rounds, "
+                    f"~{snap.tokens:,} tokens.")
+
+        self._run(op)
+
+    def _compress(self) -> None:
+        chars = [0]
+        last = [0.0]
+
+        def on_delta(kind: str, text: str) -> None:
+            if kind != "content":
+                return
+            chars[0] += len(text)
+            now = time.monotonic()
+            if now - last[0] >= PROGRESS_EVERY:
+                last[0] = now
+                self._say(f"Compressing… {chars[0]:,} characters of summary so far", "info")
+
+        self._run(lambda: self.session.compress(on_delta=on_delta).line(),
+                  progress="Compressing… (the summary is being written)")
+
+    def _rollback(self, target: int | None) -> None:
+        def op() -> str:
+            snap = self.session.rollback(target)
+            return (f"Rolled back to snapshot #{snap.id}{_quoted(snap.label)}: {snap.turns} "
+                    f"rounds, ~{snap.tokens:,} tokens; the state you left is kept as a snapshot.")
+
+        self._run(op)
+
+    def _ask_reset(self) -> None:
+        self._confirming = True
+        self._render_buttons()
+        self._say("Reset clears the history and summary (archived for %kimi recall); the "
+                  "system prompt and pins stay. Confirm?", "warn")
+
+    def _cancel_reset(self) -> None:
+        self._confirming = False
+        self._render_buttons()
+        self._say("Reset cancelled: nothing changed.", "info")
+
+    def _reset(self) -> None:
+        self._confirming = False
+
+        def op() -> str:
+            self.session.reset()
+            return (f"Session {self.session.name!r} reset: history and summary cleared "
+                    "(archived); system prompt and pins kept.")
+
+        self._run(op)
+
+    def _unpin(self, name: str) -> None:
+        self._run(lambda: f"Unpinned {', '.join(self.session.unpin(name))}.")
+
+
+# -- HTML -------------------------------------------------------------------------------------
+def summary_html(st: dict[str, Any], session: Session) -> str:
+    """Header, context bar, cost and cache cards and the chart, as one block of HTML."""
+    parts = [
+        f'<div class="kimi-summary" style="color:{FONT1};font-family:var(--jp-ui-font-family,'
+        f'sans-serif);font-size:var(--jp-ui-font-size1,13px);max-width:100%;'
+        f'line-height:1.45;overflow-wrap:anywhere">',
+        _header(st),
+        context_bar(st),
+        _cards(st),
+        chart_svg(session.turns),
+        "</div>",
+    ]
+    return "".join(parts)
+
+
+def _header(st: dict[str, Any]) -> str:
+    return (f'<div style="display:flex;flex-wrap:wrap;gap:4px 12px;align-items:baseline;'
+            f'margin-bottom:6px"><span style="font-weight:600;font-size:var(--jp-ui-font-size2,'
+            f'15px)">Kimi · {html.escape(st["session"])}</span>'
+            f'<span style="color:{FONT2}">{html.escape(st["model"])} · window '
+            f'{st["window"]:,} (from the {st["window_source"]})</span></div>')
+
+
+def context_bar(st: dict[str, Any]) -> str:
+    """How the window is filled, layer by layer, with the auto-compaction threshold marked."""
+    window = max(int(st["window"]), 1)
+    mark = "" if st["exact"] else "~"
+    layers = st["layers"]
+    segments = []
+    for name, colour in LAYERS:
+        n = layers.get(name, 0)
+        if n <= 0:
+            continue
+        segments.append(
+            f'<div class="kimi-layer" data-layer="{name}" data-tokens="{n}" title="{name}: '
+            f'{mark}{n:,} tokens" style="width:{min(n / window, 1) * 100:.3f}%;min-width:3px;'
+            f'background:{colour};height:100%"></div>')
+    threshold = min(max(int(st["threshold"]), 0), window)
+    t_pct = threshold / window * 100
+    kind = "exact (server count)" if st["exact"] else "estimated"
+    total = max(sum(layers.values()), 1)
+    composition = "".join(
+        f'<div style="width:{layers.get(name, 0) / total * 100:.3f}%;background:{colour};'
+        f'height:100%"></div>' for name, colour in LAYERS if layers.get(name, 0) > 0)
+    legend = "".join(
+        f'<span style="display:inline-flex;align-items:center;gap:4px;white-space:nowrap">'
+        f'<span style="width:10px;height:10px;border-radius:2px;background:{colour};'
+        f'display:inline-block"></span>{name} {mark}{layers.get(name, 0):,}</span>'
+        for name, colour in LAYERS)
+    return (
+        f'<div class="kimi-context" data-window="{window}" data-threshold="{threshold}">'
+        f'<div style="display:flex;flex-wrap:wrap;gap:2px 10px;align-items:baseline">'
+        f'<span style="font-weight:600">Context</span>'
+        f'<span><span class="kimi-tokens" data-tokens="{st["tokens"]}" '
+        f'data-exact="{int(bool(st["exact"]))}" style="font-weight:600">{mark}'
+        f'{st["tokens"]:,}</span> of {window:,} tokens ({st["fill"]:.1%})</span>'
+        f'<span class="kimi-exact" style="color:{FONT2}">{kind}</span>'
+        f'<span style="color:{FONT2}">{st["rounds"]} rounds'
+        f'{" + summary" if st["summary"] else ""}</span></div>'
+        f'<div style="position:relative;height:14px;margin:4px 0 2px;background:{TRACK};'
+        f'border-radius:3px;display:flex;overflow:visible">{"".join(segments)}'
+        f'<div class="kimi-threshold" title="auto-compact at {threshold:,} tokens" '
+        f'style="position:absolute;left:{t_pct:.3f}%;top:-3px;bottom:-3px;width:2px;'
+        f'background:{ERROR}"></div></div>'
+        f'<div style="display:flex;justify-content:space-between;color:{FONT3};'
+        f'font-size:var(--jp-ui-font-size0,11px)"><span>0</span>'
+        f'<span>auto-compact at {threshold:,} ({t_pct:.0f}%)</span><span>{window:,}</span></div>'
+        f'<div title="what the context holds" style="display:flex;height:6px;margin:6px 0 3px;'
+        f'border-radius:3px;overflow:hidden;background:{TRACK}">{composition}</div>'
+        f'<div style="display:flex;flex-wrap:wrap;gap:2px 12px;color:{FONT2}">{legend}</div>'
+        f'</div>')
+
+
+def _cards(st: dict[str, Any]) -> str:
+    def price(v: float | None) -> str:
+        return f"${v:.4f}" if v is not None else "unknown"
+
+    last = price(st["cost_last"]) if st["cost_last"] is not None else "–"
+    total = price(st["cost_total"]) if st["priced"] or st["cost_total"] else "unknown"
+    cards = [
+        ("Cost", f'<span class="kimi-cost-total" data-cost="{st["cost_total"]:.6f}">{total}'
+                 f"</span> total", f"last call {last}"),
+        ("Prompt cache", f'<span class="kimi-hit-rate">{st["cache_hit_rate"]:.0%}</span> '
+                         "hit rate", cache_countdown(st)),
+        ("Next turn input", f"{price(st['next_turn_warm'])} warm",
+         f"{price(st['next_turn_cold'])} if the cache is cold"),
+    ]
+    body = "".join(
+        f'<div style="flex:1 1 140px;min-width:0;background:{CARD};border-radius:4px;'
+        f'padding:6px 8px"><div style="color:{FONT2};font-size:var(--jp-ui-font-size0,11px);'
+        f'text-transform:uppercase;letter-spacing:0.04em">{title}</div>'
+        f'<div style="font-weight:600;margin:1px 0">{value}</div>'
+        f'<div style="color:{FONT2};font-size:var(--jp-ui-font-size0,11px)">{sub}</div></div>'
+        for title, value, sub in cards)
+    return f'<div style="display:flex;flex-wrap:wrap;gap:6px;margin:10px 0">{body}</div>'
+
+
+def cache_countdown(st: dict[str, Any]) -> str:
+    """Warm until when; a CSS animation drains the bar and flips to "cold" on time (no JS)."""
+    left = float(st["cache_seconds_left"])
+    if left <= 0:
+        return (f'<span class="kimi-cache" data-seconds-left="0" style="color:{FONT2}">cold: '
+                "the next call pays full price</span>")
+    until = time.strftime("%H:%M:%S", time.localtime(time.time() + left))
+    ttl = max(left, 300.0 if left <= 300 else 3600.0)
+    return (
+        f'<span class="kimi-cache" data-seconds-left="{left:.0f}" '
+        f'style="display:inline-grid;vertical-align:top">'
+        f'<span style="grid-area:1/1;color:{OK};animation:kimi-hide 1ms linear {left:.1f}s '
+        f'forwards">warm until {until} (~{left / 60:.0f} min)</span>'
+        f'<span style="grid-area:1/1;visibility:hidden;color:{FONT2};'
+        f'animation:kimi-show 1ms linear {left:.1f}s forwards">cold since {until}</span>'
+        f'</span><div style="height:3px;background:{TRACK};border-radius:2px;margin-top:2px">'
+        f'<div style="height:100%;width:{left / ttl * 100:.1f}%;background:{OK};'
+        f'border-radius:2px;animation:kimi-drain {left:.1f}s linear forwards"></div></div>')
+
+
+def chart_svg(turns: Sequence[dict[str, Any]], width: int = 600, height: int = 120) -> str:
+    """Context tokens per call and cumulative cost, as inline SVG (compressions marked)."""
+    points: list[tuple[int, float]] = []   # (context tokens, cumulative cost) per chat turn
+    compressions: list[int] = []           # chat turns after which a compress ran
+    spent = 0.0
+    for t in turns:
+        spent += t.get("cost") or 0.0
+        if t.get("kind") == "chat":
+            points.append((int(t.get("context_tokens") or 0), spent))
+        elif t.get("kind") == "compress" and points:
+            compressions.append(len(points) - 1)
+    if len(points) < 2:
+        return (f'<div class="kimi-chart" data-points="{len(points)}" style="color:{FONT3};'
+                f'font-size:var(--jp-ui-font-size0,11px)">The chart of context and cost '
+                "appears after two turns.</div>")
+    left, right, top, bottom = 8, 8, 16, 18
+    w, h = width - left - right, height - top - bottom
+    max_tokens = max(p[0] for p in points) or 1
+    max_cost = max(p[1] for p in points) or 1.0
+    step = w / (len(points) - 1)
+
+    def xy(i: int, value: float, top_value: float) -> str:
+        return f"{left + i * step:.1f},{top + h - value / top_value * h:.1f}"
+
+    context_line = " ".join(xy(i, p[0], max_tokens) for i, p in enumerate(points))
+    cost_line = " ".join(xy(i, p[1], max_cost) for i, p in enumerate(points))
+    area = f"{left},{top + h} {context_line} {left + w},{top + h}"
+    # A compress sits between two calls; one after the last call is drawn at the right edge.
+    xs = [left + min(i + 0.5, len(points) - 1) * step for i in compressions]
+    marks = "".join(
+        f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + h}" '
+        f'style="stroke:{OK};stroke-width:1.5;stroke-dasharray:3 3"/>' for x in xs)
+    small = "font-size:10px;font-family:var(--jp-ui-font-family,sans-serif)"
+    return (
+        f'<div class="kimi-chart" data-points="{len(points)}" style="margin-top:4px">'
+        f'<svg viewBox="0 0 {width} {height}" preserveAspectRatio="none" role="img" '
+        f'aria-label="context tokens and cumulative cost per turn" '
+        f'style="width:100%;max-width:100%;height:{height}px;display:block">'
+        f'<line x1="{left}" y1="{top + h}" x2="{left + w}" y2="{top + h}" '
+        f'style="stroke:{BORDER};stroke-width:1"/>'
+        f'<polygon points="{area}" style="fill:{BRAND};fill-opacity:0.12;stroke:none"/>'
+        f'<polyline points="{context_line}" style="fill:none;stroke:{BRAND};stroke-width:2"/>'
+        f'<polyline points="{cost_line}" style="fill:none;stroke:{WARN};stroke-width:2;'
+        f'stroke-dasharray:5 3"/>{marks}</svg>'
+        f'<div style="display:flex;flex-wrap:wrap;gap:2px 14px;color:{FONT2};{small}">'
+        f'<span style="color:{BRAND}">━ context per call (max {max_tokens:,} tokens)</span>'
+        f'<span style="color:{WARN}">┅ cumulative cost (${max_cost:.4f})</span>'
+        + (f'<span style="color:{OK}">┆ compress</span>' if compressions else "")
+        + f"<span>{len(points)} turns</span></div></div>")
+
+
+def _unlabelled(label: str) -> bool:
+    """The core names unlabelled snapshots "#N": nothing worth showing twice."""
+    return label.startswith("#") and label[1:].isdigit()
+
+
+def _quoted(label: str) -> str:
+    return "" if _unlabelled(label) else f" {label!r}"
+
+
+def _title(text: str, note: str = "") -> str:
+    extra = (f' <span style="font-weight:400;color:{FONT3}">· {html.escape(note)}</span>'
+             if note else "")
+    return (f'<div style="font-weight:600;color:{FONT1};margin-top:6px;'
+            f'font-size:var(--jp-ui-font-size1,13px)">{html.escape(text)}{extra}</div>')
+
+
+def _row(cells: list[tuple[str, str, str]], data: str = "") -> str:
+    spans = "".join(
+        f'<span style="min-width:{width};color:{colour};white-space:nowrap;overflow:hidden;'
+        f'text-overflow:ellipsis;max-width:100%">{html.escape(text)}</span>'
+        for text, width, colour in cells)
+    return (f'<div class="kimi-row" {data} style="display:flex;flex-wrap:wrap;gap:0 8px;'
+            f'font-size:var(--jp-ui-font-size1,13px);line-height:1.6;align-items:center">'
+            f"{spans}</div>")
+
+
+# -- widgets ----------------------------------------------------------------------------------
+def _button(text: str, css: str, tip: str, style: str = "") -> widgets.Button:
+    b = widgets.Button(description=text, tooltip=tip, button_style=style,
+                       layout=widgets.Layout(width="auto", flex="0 0 auto"))
+    b.add_class(css)
+    return b
+
+
+def _box(**layout: str) -> widgets.Layout:
+    return widgets.Layout(max_width="100%", **layout)
+
+
+def _row_box(text: str, button: widgets.Button) -> widgets.HBox:
+    """One list row: the text takes the room, the button stays at the right end."""
+    cells = widgets.HTML(text, layout=widgets.Layout(flex="1 1 auto", width="auto",
+                                                     min_width="0", margin="0"))
+    return widgets.HBox([cells, button], layout=widgets.Layout(
+        flex_flow="row nowrap", align_items="center", max_width="100%", padding="1px 0",
+        border_bottom=f"1px solid {BORDER}"))
+
+
+def _close_all(children: Sequence[widgets.Widget]) -> None:
+    for child in children:
+        if isinstance(child, widgets.Box):
+            _close_all(child.children)
+        child.close()
+
+
+def _weak_call(obj: Any, method: Callable[..., None]) -> Callable[..., None]:
+    """A callback that does nothing once ``obj`` is gone: hooks never keep a view alive."""
+    ref = weakref.ref(obj)
+
+    def call(*args: Any) -> None:
+        target = ref()
+        if target is not None:
+            method(target, *args)
+
+    return call
+
+
+def _subscribe_weakly(session: Session, dashboard: Dashboard) -> Callable[[], None]:
+    """Subscribe ``dashboard`` to ``session`` without the session keeping it alive.
+
+    Should a dashboard be dropped without ``close()``, its observer removes itself.
+    """
+    ref = weakref.ref(dashboard)
+    unsubscribe: list[Callable[[], None]] = []
+
+    def observe(event: str, detail: Any) -> None:
+        target = ref()
+        if target is None:
+            if unsubscribe:
+                unsubscribe[0]()
+            return
+        target._changed(event, detail)
+
+    unsubscribe.append(session.subscribe(observe))
+    return unsubscribe[0]
