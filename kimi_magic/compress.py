@@ -8,6 +8,7 @@ verbatim, in the sentence it came from, under "Kept verbatim", within a token bu
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -106,7 +107,10 @@ def present(fact: str, text: str) -> bool:
     return _token_pattern(fact).search(text) is not None
 
 
+@functools.lru_cache(maxsize=8192)
 def _token_pattern(fact: str) -> re.Pattern[str]:
+    # Cached: a check tests thousands of facts against thousands of sentences, and re's own
+    # cache (512 entries) thrashes, recompiling on every call.
     before = r"(?<![\w.\-/])" if fact[:1].isdigit() else r"(?<![\w.])"
     return re.compile((before if fact[:1].isalnum() else "") + re.escape(fact) + (
         r"(?![\w]|\.\d)" if fact[-1:].isalnum() else ""))
@@ -159,7 +163,7 @@ def check(source: str, summary: str, budget: int) -> tuple[str, CheckResult]:
     """Restore every fact of ``source`` that ``summary`` lacks, within ``budget`` tokens."""
     wanted = facts(source)
     result = CheckResult(facts=len(wanted))
-    result.missing = [f for f in wanted if not present(f, summary)]
+    result.missing = [f for f in wanted if f not in summary or not present(f, summary)]
     source_facts = set(wanted)
     # Values in the summary that the source never had: a model's typo of a real figure.
     result.altered = [f for f in facts(summary) if f not in source_facts and f not in source]
@@ -172,7 +176,11 @@ def check(source: str, summary: str, budget: int) -> tuple[str, CheckResult]:
     for fact in result.missing:
         if fact in covered:
             continue
-        line = next((s for s in sentences if present(fact, s)), fact)
+        if spent + tokens.count(fact) + 2 > budget:
+            result.dropped.append(fact)  # not even the bare value fits: skip the search
+            continue
+        # A plain substring test first: the regex only confirms the few real candidates.
+        line = next((s for s in sentences if fact in s and present(fact, s)), fact)
         if len(line) > 400:
             i = line.index(fact)
             line = "..." + line[max(0, i - 150): i + len(fact) + 150] + "..."
@@ -185,7 +193,8 @@ def check(source: str, summary: str, budget: int) -> tuple[str, CheckResult]:
                 continue
         spent += cost
         lines.append(f"- {line}")
-        now_covered = [f for f in result.missing if f not in covered and present(f, line)]
+        now_covered = [f for f in result.missing
+                       if f not in covered and f in line and present(f, line)]
         covered.update(now_covered)
         result.restored.extend(now_covered)
     if result.altered:
