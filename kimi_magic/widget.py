@@ -167,10 +167,12 @@ class Dashboard(widgets.VBox):
     def render(self) -> None:
         """Re-render everything from the session's current state."""
         try:
-            st = self.session.status()
+            self._render()
         except USER_ERRORS as err:
             self._say(f"cannot read the session: {self._redact(str(err))}", "error")
-            return
+
+    def _render(self) -> None:
+        st = self.session.status()
         self._render_selector()
         self.summary.value = STYLE + summary_html(st, self.session)
         n = len(self.session.snapshots)

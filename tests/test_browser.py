@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -273,6 +274,14 @@ def _scenario(lab: dict, page) -> None:
     page.wait_for_timeout(500)
     dashboard.scroll_into_view_if_needed()
     dashboard.screenshot(path=str(DOCS / "dashboard-dark.png"))
-    background = dashboard.evaluate(
-        "el => getComputedStyle(el.querySelector('.kimi-summary')).color")
-    assert background != "rgb(33, 33, 33)", "text colour follows the dark theme"
+    text, card = dashboard.evaluate(
+        "el => [getComputedStyle(el.querySelector('.kimi-summary')).color,"
+        " getComputedStyle(el.querySelector('.kimi-summary > div:nth-child(3) > div'))"
+        ".backgroundColor]")
+    assert _brightness(text) > 150 > _brightness(card), \
+        f"light text on dark cards in the dark theme, got {text} on {card}"
+
+
+def _brightness(css_colour: str) -> float:
+    r, g, b = (float(x) for x in re.findall(r"[\d.]+", css_colour)[:3])
+    return (r + g + b) / 3
