@@ -3,32 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from conftest import TEST_KEY as KEY
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
-
-from kimi_magic.simulator import Simulator
-
-KEY = "sk-magic-test-KEY-0123456789abcdef"
-
-
-@pytest.fixture(scope="module")
-def sim():
-    with Simulator(port=0) as s:
-        yield s
 
 
 @pytest.fixture()
-def shell(sim, tmp_path, monkeypatch):
-    monkeypatch.setenv("KIMI_MAGIC_STORE", str(tmp_path / "store.sqlite"))
-    monkeypatch.setenv("MOONSHOT_API_KEY", KEY)
-    monkeypatch.setenv("MOONSHOT_BASE_URL", sim.url)
-    sim.configure(usage="top")
-    sh = InteractiveShell.instance()
-    sh.run_line_magic("load_ext", "kimi_magic")
-    sh.run_line_magic("config", "KimiMagic.retry_base = 0.001")
-    yield sh
-    sh.run_line_magic("unload_ext", "kimi_magic")
+def shell(ipython):
+    return ipython
 
 
 def chats(sim):
@@ -142,6 +124,12 @@ def test_no_key_names_both_ways_to_set_it(shell, sim):
 
 
 def test_unload_and_reload_are_clean(shell):
-    shell.run_line_magic("reload_ext", "kimi_magic")
+    old = shell.magics_manager.registry["KimiMagic"]
+    shell.run_line_magic("unload_ext", "kimi_magic")
+    assert "kimi" not in shell.magics_manager.magics["cell"]
+    assert "kimi" not in shell.magics_manager.magics["line"]
+    assert all(c is not old for c in shell.configurables)
+    shell.run_line_magic("load_ext", "kimi_magic")
+    new = shell.magics_manager.registry["KimiMagic"]
     assert "kimi" in shell.magics_manager.magics["cell"]
-    assert sum(type(c).__name__ == "KimiMagic" for c in shell.configurables) == 1
+    assert sum(c is new for c in shell.configurables) == 1
