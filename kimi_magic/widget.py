@@ -496,7 +496,8 @@ def chart_svg(turns: Sequence[dict[str, Any]], width: int = 600, height: int = 1
     left, right, top, bottom = 8, 8, 16, 18
     w, h = width - left - right, height - top - bottom
     max_tokens = max(p[0] for p in points) or 1
-    max_cost = max(p[1] for p in points) or 1.0
+    # Scale to everything spent, so a compress after the last call counts in the total shown.
+    max_cost = max(spent, *(p[1] for p in points)) or 1.0
     step = w / (len(points) - 1)
 
     def xy(i: int, value: float, top_value: float) -> str:
