@@ -27,6 +27,9 @@ SUMMARY_INSTRUCTIONS = (
     "Write only the summary."
 )
 
+#: Output tokens a model that always thinks needs for its reasoning before the summary.
+REASONING_ROOM = 16_384
+
 SUMMARY_HEADER = "[Summary of earlier conversation, compressed by kimi_magic]"
 VERBATIM_HEADER = "## Kept verbatim (restored by the fact check)"
 ALTERED_LINE = "- Not in the original (the summary may have altered them): "
@@ -128,6 +131,14 @@ def transcript(messages: Iterable[Message]) -> str:
         if text:
             parts.append(f"{m.role.upper()}: {text}")
     return "\n\n".join(parts)
+
+
+def output_cap(source_tokens: int, thinks: bool) -> int:
+    """Output cap for a summary: room for ~4:1 with slack, plus reasoning for thinking models.
+
+    Without a cap a weak model can write until the window is full (minutes on a CPU server).
+    """
+    return max(1024, source_tokens // 2) + (REASONING_ROOM if thinks else 0)
 
 
 def request(previous_summary: Message | None, messages: list[Message]) -> list[dict]:

@@ -662,12 +662,13 @@ class Session:
             before = self.tokens()
             chosen = self.model(model)
             messages = compression.request(ctx.summary, [m for r in old for m in r])
-            body = build_request(chosen, messages, Options(think=False if chosen.thinking ==
-                                                           "default" else None,
-                                                           max_completion_tokens=None),
-                                 sum(_estimate(m) for m in messages), self.client.server)
+            sent = sum(_estimate(m) for m in messages)
+            thinks = chosen.thinking == "always"
+            opts = Options(think=False if chosen.thinking == "default" else None,
+                           max_completion_tokens=compression.output_cap(sent, thinks))
+            body = build_request(chosen, messages, opts, sent, self.client.server)
             reply = self.client.chat(body, on_delta)
-            u = reply.usage or self._estimated_usage(sum(_estimate(m) for m in messages), reply)
+            u = reply.usage or self._estimated_usage(sent, reply)
             source = messages[-1]["content"]
             budget = self.settings.verbatim_budget
             text, result = compression.check(source, reply.content, budget)
