@@ -56,6 +56,17 @@ class HiddenStr(str):
         return "'<set, hidden>'" if self else "''"
 
 
+class Secret(Unicode):
+    """A string trait whose value always reprs as hidden, however it was set.
+
+    Wrapping in ``validate`` (not a cross-validator, which traitlets defers while loading
+    config) means no path — constructor, ``%config``, ``update_config`` — stores a bare str.
+    """
+
+    def validate(self, obj: Any, value: Any) -> HiddenStr:
+        return HiddenStr(super().validate(obj, value) or "")
+
+
 class _OptionalInt(TraitType):
     default_value = None
     info_text = "an integer or None"
@@ -72,7 +83,7 @@ class _OptionalInt(TraitType):
 class KimiMagic(Magics, Configurable):
     """Chat with Kimi from a notebook; the kernel keeps and manages the context."""
 
-    api_key = Unicode("", help="Moonshot API key (default: $MOONSHOT_API_KEY). Never shown, "
+    api_key = Secret("", help="Moonshot API key (default: $MOONSHOT_API_KEY). Never shown, "
                       "logged or stored.").tag(config=True)
     base_url = Unicode(help="OpenAI-compatible base URL (default: $MOONSHOT_BASE_URL or "
                        "https://api.moonshot.ai/v1).").tag(config=True)
@@ -130,10 +141,6 @@ class KimiMagic(Magics, Configurable):
         self.last_turn: Any = None
 
     # -- configuration ------------------------------------------------------------------
-    @validate("api_key")
-    def _hide_key(self, proposal: Any) -> HiddenStr:
-        return HiddenStr(proposal["value"] or "")
-
     # %config reports a TraitError as one line and keeps the old value: say what is allowed.
     @validate("keep_rounds", "verbatim_budget", "max_retries", "retry_base")
     def _not_negative(self, proposal: Any) -> Any:
@@ -374,7 +381,6 @@ class KimiMagic(Magics, Configurable):
         layers = ", ".join(f"{k} {mark}{v:,}" for k, v in st["layers"].items())
         warm = (f"warm for {st['cache_seconds_left'] / 60:.1f} more min"
                 if st["cache_warm"] else "cold")
-        price = (lambda v: f"${v:.4f}" if v is not None else "unknown")
         rows = [
             ["session", st["session"]],
             ["model", f"{st['model']} (window {st['window']:,} from the {st['window_source']})"],
@@ -384,10 +390,10 @@ class KimiMagic(Magics, Configurable):
             ["auto-compact at", f"{st['threshold']:,} tokens ({self.compact_mode})"],
             ["rounds / snapshots", f"{st['rounds']} / {st['snapshots']}"],
             ["pins", ", ".join(f"{n} ({k}, {mark}{t:,})" for n, k, t in st["pins"]) or "none"],
-            ["cost", f"{price(st['cost_total'])} total, last {price(st['cost_last'])}"],
+            ["cost", f"{_price(st['cost_total'])} total, last {_price(st['cost_last'])}"],
             ["prompt cache", f"{st['cache_hit_rate']:.0%} hit rate; {warm}"],
-            ["next turn input", f"{price(st['next_turn_warm'])} warm / "
-                                f"{price(st['next_turn_cold'])} cold"],
+            ["next turn input", f"{_price(st['next_turn_warm'])} warm / "
+                                f"{_price(st['next_turn_cold'])} cold"],
             ["server", self._server_line()],
             ["tokenizer", st["tokenizer"]],
         ]
@@ -624,6 +630,10 @@ class KimiMagic(Magics, Configurable):
         from . import batch
 
         batch.collect_magic(self, rest)
+
+
+def _price(usd: float | None) -> str:
+    return f"${usd:.4f}" if usd is not None else "unknown"
 
 
 SUBCOMMANDS = [name[5:] for name in dir(KimiMagic) if name.startswith("_sub_")]

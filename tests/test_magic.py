@@ -6,6 +6,7 @@ import pytest
 from conftest import TEST_KEY as KEY
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
+from traitlets.config import Config
 
 
 @pytest.fixture()
@@ -84,6 +85,11 @@ def test_config_never_shows_the_key(shell):
     assert "<set, hidden>" in out.stdout and KEY not in out.stdout
     magic = shell.magics_manager.registry["KimiMagic"]
     assert KEY not in repr(magic.api_key) and KEY not in repr(magic.sessions.settings)
+    # %config pushes values into live instances with cross-validation on hold.
+    magic.update_config(Config({"KimiMagic": {"api_key": KEY + "-2"}}))
+    assert KEY not in repr(magic.api_key)
+    _, out = run(shell, "%config KimiMagic")
+    assert KEY not in out.stdout
 
 
 def test_reset_clears_history_keeps_system(shell, sim):
