@@ -77,7 +77,8 @@ class KimiError(Exception):
         advice = _ADVICE.get(self.kind, "")
         status = f" ({self.status})" if self.status else ""
         detail = self.detail.strip().rstrip(".")
-        return f"{_TITLES.get(self.kind, 'Request failed')}{status}: {detail}.{' ' + advice if advice else ''}"
+        tail = f" {advice}" if advice else ""
+        return f"{_TITLES.get(self.kind, 'Request failed')}{status}: {detail}.{tail}"
 
 
 _TITLES = {

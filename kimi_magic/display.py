@@ -112,8 +112,8 @@ def table_bundle(headers: list[str], rows: list[list[Any]], title: str = "") -> 
     widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(str(h))
               for i, h in enumerate(headers)]
     lines = [title] if title else []
-    lines.append("  ".join(str(h).ljust(w) for h, w in zip(headers, widths)))
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.append("  ".join(str(h).ljust(w) for h, w in zip(headers, widths, strict=True)))
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     return {"text/html": f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}"
                          f"</tbody></table>", "text/plain": "\n".join(lines)}
 

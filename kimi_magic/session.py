@@ -752,7 +752,7 @@ class Session:
             self._notify("pin", None)
             return names
 
-    # -- history ------------------------------------------------------------------------------------
+    # -- history ----------------------------------------------------------------------------
     def history(self) -> list[Message]:
         return list(self.context.messages())
 

@@ -223,7 +223,7 @@ class Store:
                       (SELECT count(*) FROM snapshots p WHERE p.session = s.name)
                FROM sessions s ORDER BY s.updated DESC""").fetchall()
         keys = ("name", "created", "updated", "model", "turns", "cost", "snapshots")
-        return [dict(zip(keys, r)) for r in rows]
+        return [dict(zip(keys, r, strict=True)) for r in rows]
 
     def delete_session(self, name: str) -> None:
         with self.transaction() as conn:
@@ -244,7 +244,7 @@ class Store:
     def turns(self, session: str) -> list[dict[str, Any]]:
         cur = self.conn.execute("SELECT * FROM turns WHERE session = ? ORDER BY id", (session,))
         cols = [c[0] for c in cur.description]
-        return [dict(zip(cols, r)) for r in cur.fetchall()]
+        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
     # -- snapshots --------------------------------------------------------------------------
     def add_snapshot(self, conn: sqlite3.Connection, session: str, label: str, ctx: Context,
@@ -261,7 +261,7 @@ class Store:
             """SELECT id, label, time, turns, tokens, parent, auto, context FROM snapshots
                WHERE session = ? ORDER BY id""", (session,))
         cols = [c[0] for c in cur.description]
-        return [dict(zip(cols, r)) for r in cur.fetchall()]
+        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
     # -- archive ----------------------------------------------------------------------------
     def archive(self, conn: sqlite3.Connection, session: str, reason: str,
