@@ -89,7 +89,8 @@ class Turn:
         kind = "exact" if u.exact else "estimated"
         return (f"{self.model} · in {mark}{u.prompt_tokens:,}{cached} / out "
                 f"{mark}{u.completion_tokens:,} tokens · {mark}{cost} · context "
-                f"{self.fill:.0%} of {self.window:,} · {kind} · {self.seconds:.1f}s")
+                f"{self.fill:.{1 if self.fill < 0.1 else 0}%} of {self.window:,} · {kind} · "
+                f"{self.seconds:.1f}s")
 
 
 @dataclass
@@ -104,8 +105,9 @@ class CompressResult:
     def line(self) -> str:
         restored = len(self.check.restored)
         return (f"Compressed {self.rounds} rounds: {self.tokens_before:,} → "
-                f"{self.tokens_after:,} tokens; the fact check restored {restored} of "
-                f"{self.check.facts} facts the summary lacked"
+                f"{self.tokens_after:,} tokens; of {self.check.facts} facts (numbers, ids, "
+                f"paths, errors) the summary lacked {len(self.check.missing)}, and the fact "
+                f"check restored {restored} verbatim"
                 + (f", {len(self.check.dropped)} over budget (recallable)"
                    if self.check.dropped else "")
                 + f"; snapshot #{self.snapshot.id} taken before.")

@@ -22,7 +22,12 @@ def main() -> int:
     source = ROOT / "notebooks" / "quickstart.ipynb"
     out_dir = ROOT / "out"
     out_dir.mkdir(exist_ok=True)
-    os.environ.setdefault("KIMI_MAGIC_STORE", str(out_dir / "quickstart-store.sqlite"))
+    if "KIMI_MAGIC_STORE" not in os.environ:
+        # A throw-away store, fresh each run, so the quickstart always starts from nothing.
+        store = out_dir / "quickstart-store.sqlite"
+        for old in out_dir.glob(store.name + "*"):
+            old.unlink()
+        os.environ["KIMI_MAGIC_STORE"] = str(store)
     nb = nbformat.read(source, as_version=4)
     client = NotebookClient(nb, timeout=600, kernel_name="python3",
                             resources={"metadata": {"path": str(out_dir)}})

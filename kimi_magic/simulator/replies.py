@@ -4,7 +4,7 @@
   how/remind/recall) is answered by quoting the earlier sentence that shares the most content
   words with it: ``You told me earlier: "<sentence>".`` That is how tests see whether a fact
   survived compaction, pinning or retrieval.
-* A request to summarise (``summar`` in the system message or the last user message) gets a
+* A request to summarise (the verb in the leading system message or the last user message) gets a
   Markdown summary with fixed sections, built from the conversation's own sentences.
 * Tools mentioned by name in the last user message are called one at a time, with arguments
   drawn from the prompt; once all have results the answer quotes them.
@@ -191,11 +191,18 @@ SECTION_ORDER = ("Current goal", "Facts and figures", "Decisions", "Errors and f
                  "Code state", "Open items")
 
 
+# The verb, not the noun: a pinned table's "numeric summary" or an earlier compressed
+# "Summary of ..." block in the context is material, not a request to summarise.
+_SUMMARISE = re.compile(r"\bsummari[sz]e\b", re.I)
+
+
 def asks_for_summary(messages: list[dict[str, Any]], last_user_text: str) -> bool:
-    if "summar" in last_user_text.lower():
+    """A request to summarise: the user asks for it, or the leading instructions do."""
+    if _SUMMARISE.search(last_user_text):
         return True
-    return any(m.get("role") == "system" and "summar" in content_text(m.get("content")).lower()
-               for m in messages)
+    first = messages[0] if messages else {}
+    return first.get("role") == "system" and bool(
+        _SUMMARISE.search(content_text(first.get("content"))))
 
 
 def _summary_sentences(messages: list[dict[str, Any]]) -> tuple[list[tuple[str, str]], int]:
