@@ -260,7 +260,7 @@ def collect(session: Session, batch_id: str | None = None, *, interval: float | 
             u = outcome.usage or Usage(exact=False)
             c = model.cost(u.prompt_tokens, u.cached_tokens, u.completion_tokens,
                            u.cache_write_tokens, batch=True)
-            _add(usage, u)
+            usage.add(u)
             cost = None if c is None or cost is None else cost + c
             row = session._turn_row("map", job.model, u, c, 0.0)
             rows.append(row)
@@ -315,12 +315,6 @@ def _shape(results: list[Any], mapping: dict[str, Any]) -> Any:
 
     return pd.Series(results, index=mapping["index"], name=mapping.get("name"), dtype=object)
 
-
-def _add(total: Usage, u: Usage) -> None:
-    total.prompt_tokens += u.prompt_tokens
-    total.completion_tokens += u.completion_tokens
-    total.cached_tokens += u.cached_tokens
-    total.exact = total.exact and u.exact
 
 
 # -- %kimi batches ------------------------------------------------------------------------------

@@ -198,6 +198,15 @@ class Usage:
     reasoning_tokens: int = 0
     exact: bool = True
 
+    def add(self, other: Usage) -> None:
+        """Accumulate another call's counts (a tool loop, a fan-out); estimates stay marked."""
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.cached_tokens += other.cached_tokens
+        self.cache_write_tokens += other.cache_write_tokens
+        self.reasoning_tokens += other.reasoning_tokens
+        self.exact = self.exact and other.exact
+
     @classmethod
     def parse(cls, raw: Any) -> Usage | None:
         """Read usage wherever Kimi put it: top-level or nested cached/cache-write tokens."""
@@ -473,20 +482,22 @@ class KimiClient:
     @property
     def sdk(self) -> Any:
         if self._sdk is None:
-            import openai
-
-            self._sdk = openai.OpenAI(base_url=self.base_url, api_key=self._api_key,
-                                      timeout=self.timeout, max_retries=0)
+            self._sdk = self._make_sdk("OpenAI")
         return self._sdk
 
     @property
     def async_sdk(self) -> Any:
         if self._async_sdk is None:
-            import openai
-
-            self._async_sdk = openai.AsyncOpenAI(base_url=self.base_url, api_key=self._api_key,
-                                                 timeout=self.timeout, max_retries=0)
+            self._async_sdk = self._make_sdk("AsyncOpenAI")
         return self._async_sdk
+
+    def _make_sdk(self, kind: str) -> Any:
+        # Imported on first use so that %load_ext stays as fast as importing the SDK alone;
+        # the SDK's own retries are off because ours classify by error.type.
+        import openai
+
+        return getattr(openai, kind)(base_url=self.base_url, api_key=self._api_key,
+                                     timeout=self.timeout, max_retries=0)
 
     def redact(self, text: str) -> str:
         return text.replace(self._api_key, "[key hidden]") if self._api_key else text

@@ -294,7 +294,7 @@ class Fanout:
             if isinstance(outcome, Reply):
                 u = outcome.usage or session._estimated_usage(self._sent[i], outcome)
                 cost = session._cost(model, u)
-                _add(self.usage, u)
+                self.usage.add(u)
                 self.cost = None if cost is None or self.cost is None else self.cost + cost
                 rows.append(session._turn_row("map", model.id, u, cost, outcome.seconds))
                 self.replies[i] = outcome
@@ -345,14 +345,6 @@ class Fanout:
                 f"{mark}{u.completion_tokens:,} tokens · {mark}{cost} · {self.seconds:.1f}s "
                 "· recorded as 'map' turns, not in the history")
 
-
-def _add(total: Usage, u: Usage) -> None:
-    total.prompt_tokens += u.prompt_tokens
-    total.completion_tokens += u.completion_tokens
-    total.cached_tokens += u.cached_tokens
-    total.cache_write_tokens += u.cache_write_tokens
-    total.reasoning_tokens += u.reasoning_tokens
-    total.exact = total.exact and u.exact
 
 
 def map_prompts(session: Session, prompt: str, items: Any, *, model: str | None = None,

@@ -314,7 +314,7 @@ class Session:
                     base = self.context
                 usage = reply.usage or self._estimated_usage(sent, reply)
                 cost = self._cost(chosen, usage)
-                _add_usage(usage_total, usage)
+                usage_total.add(usage)
                 cost_total = None if cost is None or cost_total is None else cost_total + cost
                 seconds += reply.seconds
                 assistant = dict(reply.message)
@@ -778,14 +778,6 @@ def connect(s: Settings) -> KimiClient:
     return KimiClient(s.base_url, s.api_key, timeout=s.timeout, max_retries=s.max_retries,
                       retry_base=s.retry_base, server=s.server)
 
-
-def _add_usage(total: Usage, u: Usage) -> None:
-    total.prompt_tokens += u.prompt_tokens
-    total.completion_tokens += u.completion_tokens
-    total.cached_tokens += u.cached_tokens
-    total.cache_write_tokens += u.cache_write_tokens
-    total.reasoning_tokens += u.reasoning_tokens
-    total.exact = total.exact and u.exact
 
 
 def _estimate(data: dict[str, Any]) -> int:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,3 +84,17 @@ def ipython(sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     if "KimiMagic" in shell.magics_manager.registry:
         shell.run_line_magic("unload_ext", "kimi_magic")
     shell.config.pop("KimiMagic", None)
+
+
+class PriceTool:
+    """A notebook tool the simulator calls when a prompt names ``lookup_price``."""
+
+    specs = [{"type": "function", "function": {
+        "name": "lookup_price", "description": "Price of an item.",
+        "parameters": {"type": "object", "properties": {"item": {"type": "string"}},
+                       "required": ["item"]}}}]
+    max_steps = 4
+
+    def run(self, call: dict) -> str:
+        item = json.loads(call["function"]["arguments"])["item"]
+        return f"{item} costs 4.20 EUR"

@@ -8,24 +8,13 @@ from typing import Any
 
 import nbformat
 import pytest
-from conftest import TEST_KEY
+from conftest import TEST_KEY, PriceTool
 
 from kimi_magic import Options, Session, Settings, Store
 from kimi_magic import export as exporting
 from kimi_magic.context import Message, Pin
 from kimi_magic.session import SessionError
 from kimi_magic.sessions import Sessions
-
-
-class Prices:
-    specs = [{"type": "function", "function": {
-        "name": "lookup_price", "description": "Price of an item.",
-        "parameters": {"type": "object", "properties": {"item": {"type": "string"}},
-                       "required": ["item"]}}}]
-    max_steps = 4
-
-    def run(self, call: dict[str, Any]) -> str:
-        return "pears cost 4.20 EUR"
 
 
 @pytest.fixture
@@ -37,8 +26,8 @@ def worked(session: Session) -> Session:
         session.ask(f"Note fact-{n}: the threshold is {n * 7}.")
     session.compress(keep_rounds=2)
     session.snapshot("before tools")
-    session.ask("Use lookup_price for 'pear' (fact-6).", tools=Prices(),
-                options=Options(tools=Prices.specs))
+    session.ask("Use lookup_price for 'pear' (fact-6).", tools=PriceTool(),
+                options=Options(tools=PriceTool.specs))
     return session
 
 

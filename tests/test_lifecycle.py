@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TEST_KEY, reset_simulator
+from conftest import TEST_KEY, PriceTool, reset_simulator
 
 from kimi_magic import KimiError, Options, Session, Settings, Store
 from kimi_magic.context import Message, Pin
@@ -36,23 +36,9 @@ def pin(name: str, text: str) -> Pin:
     return Pin(name, "text", "test", Message.of("system", f'<pinned name="{name}">{text}</pinned>'))
 
 
-class Prices:
-    """A tool the simulator calls when the prompt names it."""
-
-    specs = [{"type": "function", "function": {
-        "name": "lookup_price", "description": "Price of an item.",
-        "parameters": {"type": "object", "properties": {"item": {"type": "string"}},
-                       "required": ["item"]}}}]
-    max_steps = 4
-
-    def run(self, call: dict[str, Any]) -> str:
-        item = json.loads(call["function"]["arguments"])["item"]
-        return f"{item} costs 4.20 EUR"
-
-
 def ask_with_tool(session: Session, n: int) -> None:
-    session.ask(f"Use lookup_price for 'pear' (fact-{n}).", tools=Prices(),
-                options=Options(tools=Prices.specs))
+    session.ask(f"Use lookup_price for 'pear' (fact-{n}).", tools=PriceTool(),
+                options=Options(tools=PriceTool.specs))
 
 
 def orphans(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

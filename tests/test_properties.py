@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from conftest import PriceTool
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -38,17 +39,6 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 WORD = re.compile(r"kw\d+zeta")
-
-
-class Prices:
-    specs = [{"type": "function", "function": {
-        "name": "lookup_price", "description": "Price of an item.",
-        "parameters": {"type": "object", "properties": {"item": {"type": "string"}},
-                       "required": ["item"]}}}]
-    max_steps = 4
-
-    def run(self, call: dict[str, Any]) -> str:
-        return "4.20 EUR"
 
 
 class Lifecycle(RuleBasedStateMachine):
@@ -90,8 +80,8 @@ class Lifecycle(RuleBasedStateMachine):
         prompt = f"Note fact-{self.n}: kw{self.n}zeta is {self.n * 7}."
         if tool:
             self.removing(lambda: self.session.ask(
-                f"Use lookup_price for 'pear'. {prompt}", tools=Prices(),
-                options=Options(tools=Prices.specs), cell_id=cell))
+                f"Use lookup_price for 'pear'. {prompt}", tools=PriceTool(),
+                options=Options(tools=PriceTool.specs), cell_id=cell))
         else:
             self.removing(lambda: self.session.ask(prompt, cell_id=cell))
 
