@@ -638,7 +638,28 @@ class KimiClient:
                 threading.Thread(target=loop.run_forever, name="kimi-client-loop",
                                  daemon=True).start()
                 self._loop = loop
-        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+        return self.submit_on(self._loop, coro)
+
+    def close(self) -> None:
+        """Close both connection pools and stop the fan-out loop (on unload or reconfigure)."""
+        with self._loop_lock:
+            loop, self._loop = self._loop, None
+        if self._async_sdk is not None and loop is not None and loop.is_running():
+            try:
+                self.submit_on(loop, self._async_sdk.close()).result(timeout=5)
+            except Exception:  # a pool that will not close cleanly is dropped anyway
+                pass
+        if loop is not None:
+            loop.call_soon_threadsafe(loop.stop)
+        if self._sdk is not None:
+            self._sdk.close()
+        self._sdk = self._async_sdk = None
+
+    @staticmethod
+    def submit_on(loop: Any, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro, loop)
 
     # -- files and batches ----------------------------------------------------------------
     def _retrying(self, call: Callable[[], T], sleep: Callable[[float], None] = time.sleep) -> T:

@@ -65,11 +65,14 @@ class Sessions:
 
     def reconnect(self) -> None:
         """Drop HTTP clients after the key, URL or server settings changed."""
+        if self._client is not None:
+            self._client.close()
         self._client = None
         for s in self.open.values():
             s._client = None
 
     def close(self) -> None:
+        self.reconnect()
         self.open.clear()
         if self._store is not None:
             self._store.close()

@@ -184,3 +184,19 @@ def test_magic_map_without_out_returns_the_results(shell, sim):
     with capture_output():
         value = shell.run_cell_magic("kimi", "--map xs", "Echo {item}")
     assert isinstance(value, list) and len(value) == 2
+
+
+def test_unload_closes_the_client_and_its_fanout_loop(ipython):
+    import time
+
+    ipython.user_ns["fruits"] = ["apple", "pear"]
+    ipython.run_cell("%%kimi --map fruits --out answers\nOne word about {item}.")
+    assert len(ipython.user_ns["answers"]) == 2
+    client = ipython.magics_manager.registry["KimiMagic"].sessions._client
+    loop = client._loop
+    assert loop is not None and loop.is_running()
+    ipython.run_line_magic("unload_ext", "kimi_magic")
+    deadline = time.monotonic() + 5
+    while loop.is_running() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not loop.is_running() and client._sdk is None and client._async_sdk is None
