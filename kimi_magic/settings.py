@@ -14,6 +14,16 @@ from .models import DEFAULT_MODEL
 
 DEFAULT_BASE_URL = "https://api.moonshot.ai/v1"
 
+#: Named bundles of settings. "economy": roll the window early and cheaply. Past 32K tokens
+#: the oldest rounds are truncated (no summary call to pay for; they stay recallable with
+#: %kimi recall), two rounds are kept verbatim, and the 1-hour prompt cache is requested so a
+#: long think between cells does not resend the context at full price. On the benchmark's
+#: 50-round session it costs about a third of resending the full history.
+PRESETS: dict[str, dict[str, Any]] = {
+    "economy": {"compact_mode": "truncate", "compact_at": 32_000, "keep_rounds": 2,
+                "cache_ttl": "1h"},
+}
+
 
 @dataclass
 class Settings:
@@ -59,6 +69,17 @@ class Settings:
             "model": os.environ.get("MOONSHOT_MODEL", DEFAULT_MODEL),
         }
         return cls(**{**env, **overrides})
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> Settings:
+        """Settings from the environment with a named preset applied (``overrides`` win).
+
+        >>> Settings.preset("economy").compact_mode
+        'truncate'
+        """
+        if name not in PRESETS:
+            raise ValueError(f"no preset {name!r}; presets: {', '.join(PRESETS)}")
+        return cls.from_env(**{**PRESETS[name], **overrides})
 
     def public(self) -> dict[str, Any]:
         """Every setting except the key (what status, exports and the store may show)."""

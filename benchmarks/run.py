@@ -1,0 +1,149 @@
+"""Run kimi_magic's benchmarks against the local simulator and write the results as JSON.
+
+    python benchmarks/run.py --json benchmarks/results.json          # full run (~20 min)
+    python benchmarks/run.py --quick --json /tmp/r.json              # every key, < 2 min
+    python benchmarks/run.py --quick --llama --json /tmp/r.json      # plus the real model
+
+What each key means is in benchmarks/RESULTS.md. Costs come from the simulator's usage
+(cached and cache-write tokens) priced with the model table; times are medians of interleaved
+repetitions against a raw openai SDK call on the same server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import perf, plots, real_model, workload  # noqa: E402
+from kimi_magic import Settings  # noqa: E402
+from kimi_magic.simulator import count_prompt_tokens  # noqa: E402
+
+#: Compaction thresholds of the policy sweep (tokens), from small to seed 000's 180K.
+SWEEP = (16_000, 32_000, 64_000, 128_000, 180_000)
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        cpu = platform.processor()
+    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
+            "platform": platform.platform(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+def costs(work: workload.Workload, model: str) -> dict[str, workload.Result]:
+    return workload.strategies(work, model)
+
+
+def policy_sweep(work: workload.Workload, thresholds: tuple[int, ...]) -> list[dict[str, Any]]:
+    rows = []
+    for ttl in (None, "1h"):
+        for at in thresholds:
+            r = workload.run_session(work, workload.DEFAULT_MODEL,
+                                     Settings(compact_at=at, cache_ttl=ttl), f"sweep {at}")
+            rows.append({"compact_at": at, "cache_ttl": ttl or "5m", "cost_usd": round(r.cost, 4),
+                         "facts_retained": round(r.facts_retained, 4),
+                         "facts_recallable": round(r.facts_recallable, 4),
+                         "cache_hit_rate": round(r.cache_hit_rate, 4),
+                         "compactions": r.compactions})
+            print(f"  sweep {ttl or '5m'} {at:>7,}: ${r.cost:.3f}, facts {r.facts_retained:.2f}",
+                  flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", required=True, help="where to write the results")
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer repetitions, a 10-round session, a 2-point sweep, no llama")
+    parser.add_argument("--llama", action="store_true", help="run the real-model part in --quick")
+    parser.add_argument("--no-llama", action="store_true", help="skip the real-model part")
+    parser.add_argument("--plots", default=None,
+                        help="directory for the PNG figures (default: benchmarks/ on a full run)")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    started = time.perf_counter()
+    out: dict[str, Any] = {"quick": quick, "machine": machine()}
+
+    def step(name: str) -> None:
+        print(f"[{time.perf_counter() - started:6.1f}s] {name}", flush=True)
+
+    step("per-turn overhead")
+    out.update(perf.overhead(reps=4 if quick else 15))
+    out.update(perf.nodelay())
+    step("snapshots")
+    out.update(perf.snapshots(count=1000))
+    step("streaming CPU at 100 tokens/s")
+    out.update(perf.stream_cpu(seconds=2.0 if quick else 8.0))
+    step("import time")
+    out.update(perf.imports(reps=2 if quick else 7))
+
+    step("session cost by strategy")
+    work = workload.build(rounds=12, total=40_000) if quick else workload.build()
+    gaps = work.gaps
+    out["workload"] = {
+        "rounds": len(work.rounds),
+        "cell_tokens": sum(count_prompt_tokens([{"role": "user", "content": r.prompt}])
+                           for r in work.rounds),
+        "pin_tokens": count_prompt_tokens([work.pin.data]),
+        "think_seconds_median": round(statistics.median(gaps), 1),
+        "think_share_over_5min": round(sum(g > 300 for g in gaps) / len(gaps), 3),
+        "think_share_over_1h": round(sum(g > 3600 for g in gaps) / len(gaps), 3),
+        "planted_facts": [value for _, value, _ in workload.FACTS],
+        "max_completion_tokens": workload.MAX_OUTPUT,
+    }
+    results: dict[str, dict[str, Any]] = {}
+    for model, key in ((workload.DEFAULT_MODEL, ""), ("kimi-k3", "_k3")):
+        step(f"  strategies on {model}")
+        by = costs(work, model)
+        results[model] = {name: r.summary() for name, r in by.items()}
+        out[f"cost_usd{key}"] = {name: round(r.cost, 4) for name, r in by.items()}
+        if not key:
+            out["cache_hit_rate"] = {n: round(r.cache_hit_rate, 4) for n, r in by.items()}
+            out["facts_retained"] = {n: round(r.facts_retained, 4) for n, r in by.items()}
+            out["facts_recallable"] = {n: round(r.facts_recallable, 4) for n, r in by.items()}
+    out["strategies"] = results
+    full = out["cost_usd"]["full_history"]
+    out["economy_saving_vs_full_history"] = round(1 - out["cost_usd"]["kimi_magic_economy"]
+                                                  / full, 4)
+
+    step("policy sweep")
+    out["policy_sweep"] = policy_sweep(work, (16_000, 180_000) if quick else SWEEP)
+
+    if (quick and not args.llama) or args.no_llama:
+        out["facts_retained_real_model"] = {"with_check": None, "without_check": None,
+                                            "reason": "skipped (--quick without --llama)"}
+    else:
+        step("compress with a real model (llama.cpp, gemma-3 270M)")
+        out["facts_retained_real_model"] = real_model.facts_retained()
+
+    plot_dir = Path(args.plots) if args.plots else (None if quick else ROOT / "benchmarks")
+    if plot_dir is not None:
+        plot_dir.mkdir(parents=True, exist_ok=True)
+        plots.cumulative_cost(results[workload.DEFAULT_MODEL], plot_dir / "cost_per_round.png",
+                              workload.DEFAULT_MODEL)
+        refs = {k: out["cost_usd"][k] for k in ("full_history", "seed_rolling_snapshot",
+                                                "last_20_messages")}
+        plots.sweep(out["policy_sweep"], plot_dir / "policy_sweep.png", refs)
+    out["seconds"] = round(time.perf_counter() - started, 1)
+    Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+    step(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
