@@ -27,7 +27,8 @@ def cumulative_cost(strategies: dict[str, Any], path: Path, model: str) -> None:
             continue
         ys = data["cumulative_cost"]
         ax.plot(range(1, len(ys) + 1), ys, dash, color=color, lw=2.2,
-                label=f"{label}: ${ys[-1]:.2f}, facts kept {data['facts_retained']:.0%}")
+                label=f"{label}: ${ys[-1]:.2f}; facts in context {data['facts_retained']:.0%}, "
+                      f"recallable {data['facts_recallable']:.0%}")
     ax.set_xlabel("round (notebook cell)")
     ax.set_ylabel("cumulative cost, USD")
     ax.set_title(f"Cost of the same 50-round, 224K-token notebook session ({model} prices)")
@@ -42,20 +43,24 @@ def cumulative_cost(strategies: dict[str, Any], path: Path, model: str) -> None:
 
 def sweep(rows: list[dict[str, Any]], path: Path, references: dict[str, float]) -> None:
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.6), dpi=110)
-    for ttl, color in (("5m", "#1f77b4"), ("1h", "#2ca02c")):
+    for ttl, color, marker in (("5m", "#1f77b4", "o"), ("1h", "#2ca02c", "s")):
         pts = sorted((r for r in rows if r["cache_ttl"] == ttl), key=lambda r: r["compact_at"])
         xs = [r["compact_at"] / 1000 for r in pts]
-        ax.plot(xs, [r["cost_usd"] for r in pts], "o-", color=color, lw=2,
+        ax.plot(xs, [r["cost_usd"] for r in pts], marker + "-", color=color, lw=2,
                 label=f"compress, {ttl} cache")
-        bx.plot(xs, [r["facts_retained"] for r in pts], "o-", color=color, lw=2,
-                label=f"compress, {ttl} cache")
+        # The two TTLs keep the same facts; a small offset keeps both lines visible.
+        offset = 0.015 if ttl == "1h" else 0.0
+        bx.plot(xs, [r["facts_retained"] + offset for r in pts], marker + "-", color=color,
+                lw=2, label=f"compress, {ttl} cache")
     for name, value in references.items():
         color, dash, label = STYLE[name]
         ax.axhline(value, color=color, ls=dash, lw=1.4, label=f"{label}: ${value:.2f}")
-    ax.set_xscale("log")
-    bx.set_xscale("log")
+    ticks = sorted({r["compact_at"] / 1000 for r in rows})
     for a in (ax, bx):
-        a.set_xlabel("compaction threshold, thousand tokens (log scale)")
+        a.set_xscale("log")
+        a.set_xticks(ticks, [f"{t:g}K" for t in ticks])
+        a.minorticks_off()
+        a.set_xlabel("compaction threshold (tokens, log scale)")
         a.grid(alpha=0.3)
     ax.set_ylabel("session cost, USD")
     ax.set_ylim(bottom=0)

@@ -1,6 +1,6 @@
 """Run kimi_magic's benchmarks against the local simulator and write the results as JSON.
 
-    python benchmarks/run.py --json benchmarks/results.json          # full run (~20 min)
+    python benchmarks/run.py --json benchmarks/results.json          # full run (~8 min on 2 cores)
     python benchmarks/run.py --quick --json /tmp/r.json              # every key, < 2 min
     python benchmarks/run.py --quick --llama --json /tmp/r.json      # plus the real model
 
