@@ -19,12 +19,21 @@ from .context import Message
 SECTIONS = ("Current goal", "Facts and figures", "Decisions", "Errors and fixes",
             "Code state", "Open items")
 
+_SECTIONS_TEXT = ", ".join(f"'## {s}'" for s in SECTIONS)
+_FAITHFUL = ("Copy every number, identifier, file path, URL and error message exactly as "
+             "written. Write only the summary.")
+
 SUMMARY_INSTRUCTIONS = (
-    "Summarise the conversation below so that it can replace it in the context of a long task. "
-    "Aim for about a quarter of its length. Use these Markdown sections: "
-    + ", ".join(f"'## {s}'" for s in SECTIONS)
-    + ". Copy every number, identifier, file path, URL and error message exactly as written. "
-    "Write only the summary."
+    "Summarise the conversation below so that it can replace it in the context of a long "
+    "task. Aim for at most {target:,} tokens. Use these Markdown sections: "
+    + _SECTIONS_TEXT + ". " + _FAITHFUL
+)
+
+IN_CONTEXT_INSTRUCTIONS = (
+    "Summarise the conversation above{scope}, including any earlier summary in it, so that "
+    "your summary can replace it in the context of this long task. The system prompt and the "
+    "pinned blocks stay as they are: leave them out. Aim for at most {target:,} tokens. Use "
+    "these Markdown sections: " + _SECTIONS_TEXT + ". " + _FAITHFUL
 )
 
 #: Output tokens a model that always thinks needs for its reasoning before the summary.
@@ -133,21 +142,47 @@ def transcript(messages: Iterable[Message]) -> str:
     return "\n\n".join(parts)
 
 
-def output_cap(source_tokens: int, thinks: bool) -> int:
-    """Output cap for a summary: room for ~4:1 with slack, plus reasoning for thinking models.
+def target_tokens(source_tokens: int, limit: int) -> int:
+    """How long the summary should be: about 4:1, never more than ``limit`` tokens."""
+    return max(256, min(source_tokens // 4, limit))
+
+
+def output_cap(target: int, thinks: bool) -> int:
+    """Output cap for a summary of ``target`` tokens, plus reasoning for thinking models.
 
     Without a cap a weak model can write until the window is full (minutes on a CPU server).
     """
-    return max(1024, source_tokens // 2) + (REASONING_ROOM if thinks else 0)
+    return int(target * 1.5) + 256 + (REASONING_ROOM if thinks else 0)
 
 
-def request(previous_summary: Message | None, messages: list[Message]) -> list[dict]:
-    """The messages sent to ask for a summary of ``messages`` (and the summary they extend)."""
-    source = transcript(messages)
+def source(previous_summary: Message | None, messages: list[Message]) -> str:
+    """The text a summary replaces, as the fact check reads it (earlier summary first)."""
+    text = transcript(messages)
     if previous_summary is not None:
-        source = f"EARLIER SUMMARY:\n{earlier(previous_summary.text)}\n\n{source}"
-    return [{"role": "system", "content": SUMMARY_INSTRUCTIONS},
-            {"role": "user", "content": f"Please summarise this conversation:\n\n{source}"}]
+        text = f"EARLIER SUMMARY:\n{earlier(previous_summary.text)}\n\n{text}"
+    return text
+
+
+def in_context(context: list[dict], keep_rounds: int, target: int) -> list[dict]:
+    """The summary request as the conversation itself plus one instruction.
+
+    The conversation is byte-identical to the prefix the last turn sent, so Kimi's prompt
+    cache serves it at the cache-hit price: compressing a long context reads it for about a
+    sixth of what a fresh transcript would cost.
+    """
+    scope = ""
+    if keep_rounds:
+        # A count, not a quote: notebook prompts often start alike, a count cannot be misread.
+        scope = (f" except my last {keep_rounds} message{'s' if keep_rounds > 1 else ''} and "
+                 "your replies to them (they stay in the context verbatim)")
+    instruction = IN_CONTEXT_INSTRUCTIONS.format(scope=scope, target=target)
+    return [*context, {"role": "user", "content": instruction}]
+
+
+def standalone(text: str, target: int) -> list[dict]:
+    """The summary request as a transcript, for when the whole context would not fit."""
+    return [{"role": "system", "content": SUMMARY_INSTRUCTIONS.format(target=target)},
+            {"role": "user", "content": f"Please summarise this conversation:\n\n{text}"}]
 
 
 def earlier(summary: str) -> str:

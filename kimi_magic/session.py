@@ -663,15 +663,23 @@ class Session:
             ctx = self.context
             before = self.tokens()
             chosen = self.model(model)
-            messages = compression.request(ctx.summary, [m for r in old for m in r])
-            sent = sum(_estimate(m) for m in messages)
-            thinks = chosen.thinking == "always"
+            old_messages = [m for r in old for m in r]
+            source = compression.source(ctx.summary, old_messages)
+            replaced = sum(m.tokens for m in old_messages) + (
+                ctx.summary.tokens if ctx.summary else 0)
+            target = compression.target_tokens(replaced, self.settings.summary_tokens)
+            cap = compression.output_cap(target, chosen.thinking == "always")
+            messages = compression.in_context(ctx.wire(), len(rs) - len(old), target)
+            sent = ctx.tokens + _estimate(messages[-1])
+            if sent * self._calibration + cap > chosen.context_length:
+                # The whole context plus a summary would not fit: send just what it replaces.
+                messages = compression.standalone(source, target)
+                sent = sum(_estimate(m) for m in messages)
             opts = Options(think=False if chosen.thinking == "default" else None,
-                           max_completion_tokens=compression.output_cap(sent, thinks))
+                           max_completion_tokens=cap)
             body = build_request(chosen, messages, opts, sent, self.client.server)
             reply = self.client.chat(body, on_delta)
             u = reply.usage or self._estimated_usage(sent, reply)
-            source = messages[-1]["content"]
             budget = self.settings.verbatim_budget
             text, result = compression.check(source, reply.content, budget)
             summary = compression.summary_message(text)

@@ -41,6 +41,9 @@ class Settings:
     compact_mode: str = "compress"
     #: Rounds kept verbatim by compress and by the rolling policy.
     keep_rounds: int = 3
+    #: Longest summary compress asks for (it aims at ~4:1, capped here): a summary is resent
+    #: with every later turn and written at the output price.
+    summary_tokens: int = 6000
     #: Tokens the compress fact check may spend on restoring facts verbatim.
     verbatim_budget: int = 4000
     #: Total pin budget: a fraction of the window (<= 1) or tokens.
@@ -71,10 +74,10 @@ class Settings:
         return cls(**{**env, **overrides})
 
     @classmethod
-    def preset(cls, name: str, **overrides: Any) -> Settings:
+    def from_preset(cls, name: str, **overrides: Any) -> Settings:
         """Settings from the environment with a named preset applied (``overrides`` win).
 
-        >>> Settings.preset("economy").compact_mode
+        >>> Settings.from_preset("economy").compact_mode
         'truncate'
         """
         if name not in PRESETS:

@@ -182,7 +182,10 @@ def test_second_compression_folds_in_the_first_and_keeps_its_verbatim_section(
     session.compress()
     request = next(r["body"] for r in reversed(sim.requests)
                    if r["path"].endswith("/chat/completions"))
-    assert "EARLIER SUMMARY" in request["messages"][-1]["content"]
+    # The earlier summary is folded in: it is part of the conversation the request summarises.
+    assert any(m["role"] == "system" and m["content"].startswith("[Summary of earlier")
+               for m in request["messages"][:-1])
+    assert "including any earlier summary" in request["messages"][-1]["content"]
     summary = session.context.summary.text
     kept = planted[: 2 * 21] + [f"RUN-{3000 + i}" for i in range(24, 27)]
     assert [f for f in kept if not present(f, summary)] == []
@@ -200,3 +203,29 @@ def test_an_earlier_summary_feeds_the_next_without_its_flagged_values() -> None:
     # the next check treats the earlier verbatim facts as facts, the flagged value not
     assert {"RUN-1000", "2024-05-01"} <= set(facts(material))
     assert "RUN-2000" not in facts(material)
+
+
+def test_compress_rereads_the_context_from_the_prompt_cache(
+        sim: Simulator, long_session: tuple[Session, list[str]]) -> None:
+    session, _ = long_session
+    chats = [r["body"] for r in sim.requests if r["path"].endswith("/chat/completions")]
+    last_turn = chats[-1]["messages"]
+    session.compress()
+    request = [r["body"] for r in sim.requests if r["path"].endswith("/chat/completions")][-1]
+    # The conversation as the last turn sent it (plus its reply), then one instruction.
+    assert request["messages"][: len(last_turn)] == last_turn
+    assert "except my last 3 messages" in request["messages"][-1]["content"]
+    row = [t for t in session.turns if t["kind"] == "compress"][-1]
+    assert row["cached_tokens"] > 0.8 * row["prompt_tokens"], "billed mostly as cache hits"
+    assert request["max_completion_tokens"] < 2 * session.settings.summary_tokens
+
+
+def test_compress_sends_a_transcript_when_the_context_would_not_fit(
+        sim: Simulator, long_session: tuple[Session, list[str]]) -> None:
+    session, planted = long_session
+    session.settings.model_overrides = {"kimi-k2.6": {"context_length": 5000}}
+    session.compress()
+    request = [r["body"] for r in sim.requests if r["path"].endswith("/chat/completions")][-1]
+    assert [m["role"] for m in request["messages"]] == ["system", "user"]
+    assert request["messages"][1]["content"].startswith("Please summarise this conversation")
+    assert [f for f in planted[:42] if not present(f, session.context.summary.text)] == []

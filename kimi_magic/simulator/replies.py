@@ -217,8 +217,8 @@ def _summary_sentences(messages: list[dict[str, Any]]) -> tuple[list[tuple[str, 
     for message in messages:
         text = content_text(message.get("content"))
         role = str(message.get("role", ""))
-        if role == "system" and "summar" in text.lower():
-            continue
+        if (role == "system" and "summar" in text.lower()) or _SUMMARISE.search(text):
+            continue  # the instructions, not material
         length += len(text)
         for raw in split_sentences(text):
             if raw.lstrip().startswith("#"):
@@ -263,10 +263,36 @@ def _lossy(text: str) -> str:
     return _FACTISH.sub(damage, text)
 
 
+_TARGET = re.compile(r"at most ([\d,]+) tokens", re.I)
+
+
+_SCOPE = re.compile(r"except my last (\d+) messages?")
+
+
+def _in_scope(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages the instructions ask to summarise: all but the last N user rounds."""
+    instruction = content_text(messages[-1].get("content")) if messages else ""
+    scope = _SCOPE.search(instruction)
+    if not scope:
+        return messages
+    keep = int(scope.group(1))
+    users = [i for i, m in enumerate(messages[:-1]) if m.get("role") == "user"]
+    if keep > len(users):
+        return messages[-1:]
+    cut = users[len(users) - keep]
+    return messages[:cut] + messages[-1:]
+
+
 def summarize(messages: list[dict[str, Any]], fidelity: str = "faithful") -> str:
-    """A Markdown summary about a quarter as long as the material it summarises."""
+    """A Markdown summary about a quarter as long as the material it summarises, or as short
+    as the instructions ask ("at most N tokens")."""
+    messages = _in_scope(messages)
     sentences, length = _summary_sentences(messages)
     budget = max(length // 4, 400)
+    for m in messages:
+        asked = _TARGET.search(content_text(m.get("content")))
+        if asked and _SUMMARISE.search(content_text(m.get("content"))):
+            budget = min(budget, max(int(asked.group(1).replace(",", "")) * 4, 400))
     goal = next((s for role, s in reversed(sentences) if role == "user" and _GOAL.search(s)),
                 None)
     if goal is None:
