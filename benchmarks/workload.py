@@ -325,6 +325,6 @@ def strategies(work: Workload, model: str, economy: Settings | None = None,
         "seed_rolling_snapshot": run_raw(work, model, "seed_rolling_snapshot",
                                          rolling_snapshot()),
         "kimi_magic": run_session(work, model, default or Settings(), "kimi_magic"),
-        "kimi_magic_economy": run_session(work, model, economy or Settings.preset("economy"),
+        "kimi_magic_economy": run_session(work, model, economy or Settings.from_preset("economy"),
                                           "kimi_magic_economy"),
     }

@@ -42,7 +42,7 @@ from .display import StreamView, status_bundle, table_bundle
 from .interpolate import interpolate
 from .session import Session, SessionError
 from .sessions import Sessions
-from .settings import Settings
+from .settings import PRESETS, Settings
 from .store import Store, StoreError
 
 #: Errors that are the user's or the network's, not ours: shown as one line, no traceback.
@@ -103,6 +103,12 @@ class KimiMagic(Magics, Configurable):
     keep_rounds = Int(3, help="Rounds kept verbatim when compacting.").tag(config=True)
     verbatim_budget = Int(4000, help="Tokens the compress fact check may spend restoring "
                           "facts.").tag(config=True)
+    summary_tokens = Int(6000, help="Longest summary compress asks for (it aims at ~4:1).",
+                         ).tag(config=True)
+    preset = Unicode(None, allow_none=True, help="Apply a named group of settings at once: "
+                     "'economy' (truncate past 32K tokens, keep 2 rounds, 1-hour cache; "
+                     "about 80% cheaper on long sessions, compressed facts only recallable)."
+                     ).tag(config=True)
     pin_budget = Float(0.25, help="Total pin budget: fraction of the window (<= 1) or "
                        "tokens.").tag(config=True)
     cache_ttl = Unicode(None, allow_none=True, help="None for Kimi's 5-minute prompt cache, "
@@ -142,7 +148,7 @@ class KimiMagic(Magics, Configurable):
 
     # -- configuration ------------------------------------------------------------------
     # %config reports a TraitError as one line and keeps the old value: say what is allowed.
-    @validate("keep_rounds", "verbatim_budget", "max_retries", "retry_base")
+    @validate("keep_rounds", "verbatim_budget", "max_retries", "retry_base", "summary_tokens")
     def _not_negative(self, proposal: Any) -> Any:
         if proposal["value"] < 0:
             raise TraitError(f"KimiMagic.{proposal['trait'].name} must be 0 or more, not "
@@ -155,6 +161,18 @@ class KimiMagic(Magics, Configurable):
             raise TraitError(f"KimiMagic.{proposal['trait'].name} must be more than 0, not "
                              f"{proposal['value']!r}")
         return proposal["value"]
+
+    @validate("preset")
+    def _known_preset(self, proposal: Any) -> str | None:
+        if proposal["value"] not in (None, *PRESETS):
+            raise TraitError(f"KimiMagic.preset must be one of {', '.join(PRESETS)} or None, "
+                             f"not {proposal['value']!r}")
+        return proposal["value"]
+
+    @observe("preset")
+    def _apply_preset(self, change: Any) -> None:
+        for name, value in PRESETS.get(change["new"] or "", {}).items():
+            setattr(self, name, value)
 
     @validate("effort")
     def _known_effort(self, proposal: Any) -> str | None:

@@ -139,3 +139,10 @@ def test_unload_and_reload_are_clean(shell):
     new = shell.magics_manager.registry["KimiMagic"]
     assert "kimi" in shell.magics_manager.magics["cell"]
     assert sum(c is new for c in shell.configurables) == 1
+
+
+def test_economy_preset_is_one_setting(shell):
+    run(shell, '%config KimiMagic.preset = "economy"')
+    settings = shell.magics_manager.registry["KimiMagic"].sessions.settings
+    assert (settings.compact_mode, settings.compact_at, settings.keep_rounds,
+            settings.cache_ttl) == ("truncate", 32_000, 2, "1h")
