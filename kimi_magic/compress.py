@@ -215,43 +215,79 @@ def check(source: str, summary: str, budget: int) -> tuple[str, CheckResult]:
     result.altered = [f for f in facts(summary) if f not in source_facts and f not in source]
     if not result.missing and not result.altered:
         return summary, result
-    lines: list[str] = []
+    # Rank before spending the budget: what the user said in prose first, then error lines,
+    # then other prose, then values inside pasted code and logs (a log holds hundreds of
+    # numbers; the one figure a user stated is the one they will ask about).
+    sentences = _sentences(source)
+    candidates = []
+    for order, fact in enumerate(result.missing):
+        found = next(((i, s) for i, (_, s) in enumerate(sentences)
+                      if fact in s and present(fact, s)), (len(sentences) + order, fact))
+        index, line = found
+        role = sentences[index][0] if index < len(sentences) else ""
+        candidates.append((_tier(fact, line, role), index, fact, line))
+    candidates.sort(key=lambda c: (c[0], c[1]))
+    chosen: dict[tuple[int, str], None] = {}  # (where it was said, the line restored)
     spent = tokens.count(VERBATIM_HEADER)
     covered: set[str] = set()
-    sentences = _sentences(source)
-    for fact in result.missing:
+    for _, index, fact, line in candidates:
         if fact in covered:
             continue
-        if spent + tokens.count(fact) + 2 > budget:
-            result.dropped.append(fact)  # not even the bare value fits: skip the search
-            continue
-        # A plain substring test first: the regex only confirms the few real candidates.
-        line = next((s for s in sentences if fact in s and present(fact, s)), fact)
         if len(line) > 400:
             i = line.index(fact)
             line = "..." + line[max(0, i - 150): i + len(fact) + 150] + "..."
-        cost = tokens.count(line) + 2
+        cost = 0 if (index, line) in chosen else tokens.count(line) + 2
         if spent + cost > budget:
             # Past the budget, keep the bare value rather than nothing.
-            line, cost = fact, tokens.count(fact) + 2
+            line, cost, index = fact, tokens.count(fact) + 2, len(sentences) + len(chosen)
             if spent + cost > budget:
                 result.dropped.append(fact)
                 continue
         spent += cost
-        lines.append(f"- {line}")
+        chosen[(index, line)] = None
         now_covered = [f for f in result.missing
                        if f not in covered and f in line and present(f, line)]
         covered.update(now_covered)
         result.restored.extend(now_covered)
+    # Read back in the order they were said (bare values last).
+    lines = [f"- {line}" for _, line in sorted(chosen, key=lambda k: k[0])]
     if result.altered:
         lines.append(ALTERED_LINE + ", ".join(f"`{v}`" for v in result.altered[:40]))
     fixed = summary.rstrip() + "\n\n" + VERBATIM_HEADER + "\n" + "\n".join(lines)
     return fixed, result
 
 
-def _sentences(text: str) -> list[str]:
-    # Bullets of an earlier summary's verbatim section come back without their "- ".
-    return [re.sub(r"^[-*]\s+", "", s.strip()) for s in _SENTENCE_END.split(text) if s.strip()]
+_ROLE = re.compile(r"^(USER|ASSISTANT|TOOL|SYSTEM): ")
+_CODE_OR_LOG = re.compile(
+    r"[{}=;<>]|^\s*(?:def|class|import|from|return|for|if|\$|>>>|#)\b"
+    r"|^\s*\[?\d{4}-\d{2}-\d{2}|\b(?:DEBUG|INFO|WARN|WARNING|ERROR|CRITICAL)\b")
+
+
+def _sentences(text: str) -> list[tuple[str, str]]:
+    """``(role, sentence)`` pairs of a transcript; a role label starts a block of that role."""
+    out, role = [], ""
+    for block in _SENTENCE_END.split(text):
+        block = block.strip()
+        if not block:
+            continue
+        label = _ROLE.match(block)
+        if label:
+            role, block = label.group(1).lower(), block[label.end():]
+        # Bullets of an earlier summary's verbatim section come back without their "- ".
+        out.append((role, re.sub(r"^[-*]\s+", "", block)))
+    return out
+
+
+def _tier(fact: str, line: str, role: str) -> int:
+    """0: the user's prose; 1: an error line; 2: other prose; 3: code, logs, bare values."""
+    if fact == line and _ERROR_LINE.match(fact):
+        return 1
+    words = re.findall(r"[A-Za-z]{2,}", line)
+    prose = (len(words) >= 4 and not _CODE_OR_LOG.search(line)
+             and sum(map(len, words)) >= 0.5 * len(line))
+    if prose:
+        return 0 if role == "user" else 2
+    return 3
 
 
 def summary_message(text: str) -> Message:
