@@ -113,6 +113,19 @@ class CompressResult:
                 + f"; snapshot #{self.snapshot.id} taken before.")
 
 
+@dataclass
+class _Exchange:
+    """One turn's calls in flight: what it adds to ``base`` and what it has cost so far."""
+
+    base: Context
+    new: list[Message]
+    usage: Usage = field(default_factory=lambda: Usage(exact=True))
+    cost: float | None = 0.0
+    seconds: float = 0.0
+    tool_log: list[dict[str, Any]] = field(default_factory=list)
+    reply: Reply = field(default=None)  # type: ignore[assignment]  # set by the first call
+
+
 class SessionError(Exception):
     """A user mistake or refused operation: one line, nothing changed."""
 
@@ -297,98 +310,100 @@ class Session:
                 raise SessionError(f"--effort works only on models with a reasoning-effort "
                                    f"setting (kimi-k3); {chosen.id} has none")
             base = self._fit(base, user, chosen, opts, notices)
-            messages = list(base.wire()) + [user.data]
-            new: list[Message] = [user]
-            usage_total = Usage(exact=True)
-            cost_total: float | None = 0.0
-            seconds = 0.0
-            tool_log: list[dict[str, Any]] = []
-            steps = 0
-            while True:
-                sent = base.tokens + sum(m.tokens for m in new)
-                was_current = base is self.context
-                reply = self._call(chosen, messages, opts, on_delta, base, new, notices, sent)
-                if was_current and base is not self.context:
-                    # The server refused the length and _call compacted and retried: the
-                    # turn now extends the compacted context, not the one we started from.
-                    base = self.context
-                usage = reply.usage or self._estimated_usage(sent, reply)
-                cost = self._cost(chosen, usage)
-                usage_total.add(usage)
-                cost_total = None if cost is None or cost_total is None else cost_total + cost
-                seconds += reply.seconds
-                assistant = dict(reply.message)
-                if opts.prefix is not None:
-                    # Partial mode: the reply excludes the prefix; keep them joined, and never
-                    # keep the "partial" flag in history.
-                    assistant["content"] = opts.prefix + (assistant.get("content") or "")
-                # Usage rides in meta (never sent) so exports can show what each reply cost.
-                new.append(Message(assistant, {"model": chosen.id, "cost": cost,
-                                               "usage": asdict(usage)}))
-                messages.append(assistant)
-                if not (tools and reply.tool_calls and reply.finish_reason == "tool_calls"):
-                    break
-                steps += 1
-                if steps > tools.max_steps:
-                    raise SessionError(f"the tool loop passed its limit of {tools.max_steps} "
-                                       "steps; nothing was recorded")
-                opts = replace(opts, prefix=None)
-                for call in reply.tool_calls:
-                    result = tools.run(call)
-                    tool_log.append({"call": call, "result": result})
-                    msg = {"role": "tool", "tool_call_id": call.get("id", ""),
-                           "name": call["function"]["name"], "content": result}
-                    new.append(Message(msg))
-                    messages.append(msg)
-                    if on_delta:
-                        on_delta("tool_result", json.dumps({"name": msg["name"],
-                                                            "result": result[:200]}))
-            searches = sum(1 for t in tool_log
-                           if t["call"].get("function", {}).get("name") == "$web_search")
-            if searches:
-                # Billed per call on top of tokens; kept in the turn's cost.
-                web_usd = searches * model_table.WEB_SEARCH_USD
-                cost_total = None if cost_total is None else cost_total + web_usd
-                notices.append(f"$web_search: {searches} call{'s' if searches > 1 else ''}, "
-                               f"billed ${model_table.WEB_SEARCH_USD} each (${web_usd:.3f}, "
-                               "included in the cost)")
-            final = new[-1]
-            after = base.append(*new)
-            window = chosen.context_length
-            turn = Turn(text=final.text, reasoning=final.reasoning, model=chosen.id,
-                        usage=usage_total, cost=cost_total, seconds=seconds,
-                        context_tokens=0, window=window, recorded=not once,
-                        replaced=replaced, tool_calls=tool_log, notices=notices,
-                        finish_reason=reply.finish_reason)
+            ex = self._converse(chosen, base, user, opts, on_delta, tools, notices)
+            turn = Turn(text=ex.new[-1].text, reasoning=ex.new[-1].reasoning, model=chosen.id,
+                        usage=ex.usage, cost=ex.cost, seconds=ex.seconds, context_tokens=0,
+                        window=chosen.context_length, recorded=not once, replaced=replaced,
+                        tool_calls=ex.tool_log, notices=notices,
+                        finish_reason=ex.reply.finish_reason)
             self.last_call = self.clock()
             self.last_model = chosen.id
-            if once:
-                turn.context_tokens = self.tokens()
-                self._notify("turn", turn)
-                return turn
-            row = self._turn_row("chat", chosen.id, usage_total, cost_total, seconds, cell_id)
-            if reply.usage is not None and usage_total.exact:
-                exact_tokens = reply.usage.prompt_tokens + reply.usage.completion_tokens
-            else:
-                exact_tokens = None
-            archive = ("replaced", replaced_rounds) if replaced_rounds else None
-            with self.store.transaction() as conn:
-                base = self.store.ensure_chain(conn, base)
-                node = self.store.append(conn, base.node if base.history else None, new)
-                after = replace(after, node=node)
-                if archive:
-                    self.store.archive(conn, self.name, *archive)
-                row["context_tokens"] = exact_tokens or int(after.tokens * self._calibration)
-                self.store.record_turn(conn, self.name, row)
-                self.context = after
-                self.store.save_head(conn, self.name, after, self.settings.model, self._state())
-            self.turns.append({"session": self.name, **row})
-            if exact_tokens is not None:
-                self._exact = (after, exact_tokens)
+            if not once:
+                self._record(ex, cell_id, replaced_rounds)
             turn.context_tokens = self.tokens()
-            self._after_turn(chosen, turn)
+            if not once:
+                self._after_turn(chosen, turn)
             self._notify("turn", turn)
             return turn
+
+    def _converse(self, chosen: Model, base: Context, user: Message, opts: Options,
+                  on_delta: Callable[[str, str], None] | None, tools: Tools | None,
+                  notices: list[str]) -> _Exchange:
+        """Call the model (and run its tools, step by step) until it gives a final answer."""
+        ex = _Exchange(base=base, new=[user])
+        messages = list(base.wire()) + [user.data]
+        steps = 0
+        while True:
+            sent = ex.base.tokens + sum(m.tokens for m in ex.new)
+            was_current = ex.base is self.context
+            reply = self._call(chosen, messages, opts, on_delta, ex.base, ex.new, notices, sent)
+            if was_current and ex.base is not self.context:
+                # The server refused the length and _call compacted and retried: the turn
+                # now extends the compacted context, not the one we started from.
+                ex.base = self.context
+            usage = reply.usage or self._estimated_usage(sent, reply)
+            cost = self._cost(chosen, usage)
+            ex.usage.add(usage)
+            ex.cost = None if cost is None or ex.cost is None else ex.cost + cost
+            ex.seconds += reply.seconds
+            ex.reply = reply
+            assistant = dict(reply.message)
+            if opts.prefix is not None:
+                # Partial mode: the reply excludes the prefix; keep them joined, and never
+                # keep the "partial" flag in history.
+                assistant["content"] = opts.prefix + (assistant.get("content") or "")
+            # Usage rides in meta (never sent) so exports can show what each reply cost.
+            ex.new.append(Message(assistant, {"model": chosen.id, "cost": cost,
+                                              "usage": asdict(usage)}))
+            messages.append(assistant)
+            if not (tools and reply.tool_calls and reply.finish_reason == "tool_calls"):
+                break
+            steps += 1
+            if steps > tools.max_steps:
+                raise SessionError(f"the tool loop passed its limit of {tools.max_steps} "
+                                   "steps; nothing was recorded")
+            opts = replace(opts, prefix=None)
+            for call in reply.tool_calls:
+                result = tools.run(call)
+                ex.tool_log.append({"call": call, "result": result})
+                msg = {"role": "tool", "tool_call_id": call.get("id", ""),
+                       "name": call["function"]["name"], "content": result}
+                ex.new.append(Message(msg))
+                messages.append(msg)
+                if on_delta:
+                    on_delta("tool_result", json.dumps({"name": msg["name"],
+                                                        "result": result[:200]}))
+        searches = sum(1 for t in ex.tool_log
+                       if t["call"].get("function", {}).get("name") == "$web_search")
+        if searches:
+            # Billed per call on top of tokens; kept in the turn's cost.
+            web_usd = searches * model_table.WEB_SEARCH_USD
+            ex.cost = None if ex.cost is None else ex.cost + web_usd
+            notices.append(f"$web_search: {searches} call{'s' if searches > 1 else ''}, "
+                           f"billed ${model_table.WEB_SEARCH_USD} each (${web_usd:.3f}, "
+                           "included in the cost)")
+        return ex
+
+    def _record(self, ex: _Exchange, cell_id: str | None,
+                replaced_rounds: list[list[Message]]) -> None:
+        """Commit the turn — messages, turn row, archive of a replaced round, head — at once."""
+        row = self._turn_row("chat", ex.reply.model, ex.usage, ex.cost, ex.seconds, cell_id)
+        exact_tokens = None
+        if ex.reply.usage is not None and ex.usage.exact:
+            exact_tokens = ex.reply.usage.prompt_tokens + ex.reply.usage.completion_tokens
+        with self.store.transaction() as conn:
+            base = self.store.ensure_chain(conn, ex.base)
+            node = self.store.append(conn, base.node if base.history else None, ex.new)
+            after = replace(base.append(*ex.new), node=node)
+            if replaced_rounds:
+                self.store.archive(conn, self.name, "replaced", replaced_rounds)
+            row["context_tokens"] = exact_tokens or int(after.tokens * self._calibration)
+            self.store.record_turn(conn, self.name, row)
+            self.context = after
+            self.store.save_head(conn, self.name, after, self.settings.model, self._state())
+        self.turns.append({"session": self.name, **row})
+        if exact_tokens is not None:
+            self._exact = (after, exact_tokens)
 
     def _base_for(self, cell_id: str | None
                   ) -> tuple[Context, int | None, list[list[Message]]]:
