@@ -257,7 +257,7 @@ def check(source: str, summary: str, budget: int) -> tuple[str, CheckResult]:
     return fixed, result
 
 
-_ROLE = re.compile(r"^(USER|ASSISTANT|TOOL|SYSTEM): ")
+_ROLE = re.compile(r"^(USER|ASSISTANT|TOOL|SYSTEM|EARLIER SUMMARY):\s*")
 _CODE_OR_LOG = re.compile(
     r"[{}=;<>]|^\s*(?:def|class|import|from|return|for|if|\$|>>>|#)\b"
     r"|^\s*\[?\d{4}-\d{2}-\d{2}|\b(?:DEBUG|INFO|WARN|WARNING|ERROR|CRITICAL)\b")
@@ -286,7 +286,9 @@ def _tier(fact: str, line: str, role: str) -> int:
     prose = (len(words) >= 4 and not _CODE_OR_LOG.search(line)
              and sum(map(len, words)) >= 0.5 * len(line))
     if prose:
-        return 0 if role == "user" else 2
+        # An earlier summary's lines were kept for the user before: they keep that rank, or
+        # facts planted early would lose out to newer material at every later compression.
+        return 0 if role in ("user", "earlier summary") else 2
     return 3
 
 
