@@ -106,8 +106,8 @@ class KimiMagic(Magics, Configurable):
     summary_tokens = Int(6000, help="Longest summary compress asks for (it aims at ~4:1).",
                          ).tag(config=True)
     preset = Unicode(None, allow_none=True, help="Apply a named group of settings at once: "
-                     "'economy' (truncate past 32K tokens, keep 2 rounds, 1-hour cache; "
-                     "about 80% cheaper on long sessions, compressed facts only recallable)."
+                     "'economy' (compress past 32K tokens, keep 2 rounds, 1-hour cache; "
+                     "about 65% cheaper on long sessions, every fact kept)."
                      ).tag(config=True)
     pin_budget = Float(0.25, help="Total pin budget: fraction of the window (<= 1) or "
                        "tokens.").tag(config=True)

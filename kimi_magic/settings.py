@@ -14,13 +14,13 @@ from .models import DEFAULT_MODEL
 
 DEFAULT_BASE_URL = "https://api.moonshot.ai/v1"
 
-#: Named bundles of settings. "economy": roll the window early and cheaply. Past 32K tokens
-#: the oldest rounds are truncated (no summary call to pay for; they stay recallable with
-#: %kimi recall), two rounds are kept verbatim, and the 1-hour prompt cache is requested so a
-#: long think between cells does not resend the context at full price. On the benchmark's
-#: 50-round session it costs 18% of resending the full history on kimi-k2.6, 32% on kimi-k3.
+#: Named groups of settings, one ``%config KimiMagic.preset = NAME`` away.
+#: "economy" compacts early and cheaply: past 32K tokens the oldest rounds are compressed
+#: (the fact check keeps every figure, id and path; the originals stay recallable), two
+#: rounds are kept verbatim, and the 1-hour prompt cache is requested so a long think between
+#: cells does not resend the context at full price. See benchmarks/RESULTS.md for its cost.
 PRESETS: dict[str, dict[str, Any]] = {
-    "economy": {"compact_mode": "truncate", "compact_at": 32_000, "keep_rounds": 2,
+    "economy": {"compact_mode": "compress", "compact_at": 32_000, "keep_rounds": 2,
                 "cache_ttl": "1h"},
 }
 

@@ -145,4 +145,4 @@ def test_economy_preset_is_one_setting(shell):
     run(shell, '%config KimiMagic.preset = "economy"')
     settings = shell.magics_manager.registry["KimiMagic"].sessions.settings
     assert (settings.compact_mode, settings.compact_at, settings.keep_rounds,
-            settings.cache_ttl) == ("truncate", 32_000, 2, "1h")
+            settings.cache_ttl) == ("compress", 32_000, 2, "1h")
