@@ -19,6 +19,7 @@ This notebook talks to Kimi when `MOONSHOT_API_KEY` is set, and otherwise to the
 simulator bundled with kimi_magic (replies are then simulated, but every request, token count,
 cache hit and cost is computed the real way)."""),
     ("code", """import os
+
 from kimi_magic.simulator import Simulator
 
 if not os.environ.get("MOONSHOT_API_KEY"):
