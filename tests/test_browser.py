@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -184,9 +185,17 @@ def _wait_idle(page) -> None:
 def _wait_kernel_connected(lab: dict, seconds: float = 60) -> None:
     """Until the page's kernel websocket is up: Run All before that runs nothing."""
     deadline = time.monotonic() + seconds
+    kernels: object = "no answer yet"
     while time.monotonic() < deadline:
-        with urllib.request.urlopen(f"{lab['base']}/api/kernels?token={lab['token']}") as r:
-            kernels = json.load(r)
+        try:
+            with urllib.request.urlopen(f"{lab['base']}/api/kernels?token={lab['token']}") as r:
+                kernels = json.load(r)
+        except urllib.error.HTTPError as err:
+            # jupyter_server answers 500 while a kernel is half-started (its last_activity is
+            # still None): not ready yet, ask again.
+            kernels = f"HTTP {err.code}"
+            time.sleep(0.3)
+            continue
         if any(k["connections"] > 0 and k["execution_state"] == "idle" for k in kernels):
             return
         time.sleep(0.3)
