@@ -3,7 +3,8 @@
 The test process runs the simulator and starts JupyterLab on 127.0.0.1 with every Jupyter
 directory in a temp dir; the notebook runs real ``%%kimi`` cells, shows ``%kimi widget``, and
 the test clicks Compress and Rollback as a user would, reading the token count the widget shows.
-It saves ``docs/dashboard.png`` (light theme) and ``docs/dashboard-dark.png`` for the README.
+It saves ``dashboard.png`` (light theme) and ``dashboard-dark.png`` in ``out/``; with
+``KIMI_MAGIC_UPDATE_DOCS=1`` it refreshes the README's copies in ``docs/``.
 
 Needs ``/usr/bin/chromium`` (Debian's ``chromium``): skipped without it unless ``CI=true``.
 """
@@ -32,7 +33,9 @@ from kimi_magic.simulator import Simulator
 pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+ROOT = Path(__file__).resolve().parent.parent
+# Screenshots go to out/ (ignored by git); KIMI_MAGIC_UPDATE_DOCS=1 refreshes the README's.
+DOCS = ROOT / ("docs" if os.environ.get("KIMI_MAGIC_UPDATE_DOCS") == "1" else "out")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
@@ -266,6 +269,7 @@ def _scenario(lab: dict, page) -> None:
 
     DOCS.mkdir(exist_ok=True)
     dashboard.scroll_into_view_if_needed()
+    DOCS.mkdir(exist_ok=True)
     dashboard.screenshot(path=str(DOCS / "dashboard.png"))
 
     # A narrow column (a split view, a side panel) must not overflow sideways.
