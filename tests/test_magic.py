@@ -113,7 +113,7 @@ def test_user_mistakes_are_one_line_and_send_nothing(shell, sim):
     before = len(chats(sim))
     for cell in ["%%kimi --max-tokens 0\nhi", "%%kimi --effort extreme\nhi",
                  "%%kimi\n   ", "%kimi frobnicate", "%%kimi --prefix x --json\nhi",
-                 "%kimi rollback nope", "%%kimi -m moonshot-v1-8k\nhi"]:
+                 "%kimi rollback nope", "%%kimi -m moonshot-v1-8k\nhi"]:  # a retired model id
         with capture_output() as out:
             result = shell.run_cell(cell)
         assert isinstance(result.error_in_exec, UsageError), cell
