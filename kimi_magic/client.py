@@ -67,6 +67,9 @@ class KimiError(Exception):
         self.retry_after = retry_after
         #: Text streamed before the failure (shown to the user, never recorded).
         self.partial = partial
+        #: Whether any of the reply (text, reasoning or a tool call) reached the user: then
+        #: a retry would show it twice, so none is made.
+        self.streamed = False
         super().__init__(self.line())
 
     @property
@@ -242,7 +245,6 @@ class Reply:
     finish_reason: str | None
     model: str
     seconds: float = 0.0
-    retries: int = 0
 
     @property
     def content(self) -> str:
@@ -544,25 +546,21 @@ class KimiClient:
         Retries rate limits, overload, 5xx and connection errors with exponential backoff
         and jitter (honouring Retry-After), but only while nothing has been streamed yet.
         """
-        attempt = 0
-        while True:
+        def once() -> Reply:
             started = time.perf_counter()
             assembler = Assembler(body["model"], on_delta)
             try:
-                if body.get("stream"):
-                    stream = self.sdk.chat.completions.create(**body)
-                    try:
-                        for chunk in stream:
-                            assembler.feed(chunk)
-                    finally:
-                        stream.close()
-                    reply = assembler.finish(time.perf_counter() - started)
-                else:
+                if not body.get("stream"):
                     completion = self.sdk.chat.completions.create(**body)
-                    reply = reply_from_completion(completion, body["model"],
-                                                  time.perf_counter() - started)
-                reply.retries = attempt
-                return reply
+                    return reply_from_completion(completion, body["model"],
+                                                 time.perf_counter() - started)
+                stream = self.sdk.chat.completions.create(**body)
+                try:
+                    for chunk in stream:
+                        assembler.feed(chunk)
+                finally:
+                    stream.close()
+                return assembler.finish(time.perf_counter() - started)
             except KeyboardInterrupt:
                 raise
             except Exception as exc:
@@ -572,21 +570,19 @@ class KimiClient:
                     # unreachable server (and not retried: part of it was already shown).
                     err = KimiError("stream_cut", f"{_host(self.base_url)} closed the "
                                     "connection in the middle of the reply")
-                if not err.partial:
-                    err.partial = assembler.partial_text
-                delay = self.retry_delay(err, attempt, assembler.started)
-                if delay is None:
-                    raise err from None
-                sleep(delay)
-                attempt += 1
+                err.partial = err.partial or assembler.partial_text
+                err.streamed = assembler.started
+                raise err from None
 
-    def retry_delay(self, err: KimiError, attempt: int, streamed: bool = False) -> float | None:
+        return self._retrying(once, sleep)
+
+    def retry_delay(self, err: KimiError, attempt: int) -> float | None:
         """The retry policy, shared by every caller: seconds to wait, or None to give up.
 
         Rate limits, overload, 5xx and connection errors are retried (never quota, auth or
         bad requests), but only while nothing has been streamed to the user yet.
         """
-        if not err.retryable or streamed or attempt >= self.max_retries:
+        if not err.retryable or err.streamed or attempt >= self.max_retries:
             return None
         return self.backoff(attempt, err.retry_after)
 
@@ -608,10 +604,8 @@ class KimiClient:
             started = time.perf_counter()
             try:
                 completion = await self.async_sdk.chat.completions.create(**body)
-                reply = reply_from_completion(completion, body["model"],
-                                              time.perf_counter() - started)
-                reply.retries = attempt
-                return reply
+                return reply_from_completion(completion, body["model"],
+                                             time.perf_counter() - started)
             except (KeyboardInterrupt, asyncio.CancelledError):
                 raise
             except Exception as exc:
