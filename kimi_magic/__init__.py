@@ -68,4 +68,5 @@ def unload_ipython_extension(ip: Any) -> None:
         for name in names:
             ip.magics_manager.magics[kind].pop(name, None)
     ip.configurables[:] = [c for c in ip.configurables if c is not magic]
+    magic.close_dashboards()
     magic.sessions.close()

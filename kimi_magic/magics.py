@@ -144,6 +144,9 @@ class KimiMagic(Magics, Configurable):
         self.sessions = Sessions(self._settings())
         self.sessions.on_open.append(self._wire_session)
         self._widget_shown = False
+        #: One dashboard per session, shown again (a second view of the same widget) by
+        #: every %kimi widget, so views never pile up observers.
+        self._dashboards: dict[str, Any] = {}
         self.last_turn: Any = None
 
     # -- configuration ------------------------------------------------------------------
@@ -628,7 +631,17 @@ class KimiMagic(Magics, Configurable):
         from .widget import Dashboard
 
         self._widget_shown = True
-        display(Dashboard(self.sessions, session.name, magic=self))
+        board = self._dashboards.get(session.name)
+        if board is None or board.is_closed:
+            board = Dashboard(self.sessions, session.name, magic=self)
+            self._dashboards[session.name] = board
+        display(board)
+
+    def close_dashboards(self) -> None:
+        """Close every dashboard (on unload): their observers and front-end views go too."""
+        for board in self._dashboards.values():
+            board.close()
+        self._dashboards.clear()
 
     def _sub_tool(self, rest: str) -> None:
         from . import tools

@@ -125,6 +125,10 @@ class Dashboard(widgets.VBox):
         self._confirming = False
         self.render()
 
+    @property
+    def is_closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
         """Stop observing the session and close every widget this dashboard made."""
         if self._closed:

@@ -303,3 +303,20 @@ def test_kimi_widget_displays_a_dashboard(ipython):
         dashboard = Widget.widgets[model_id]
     assert isinstance(dashboard, Dashboard) and "kimi-dashboard" in dashboard._dom_classes
     dashboard.close()
+
+
+def test_kimi_widget_again_shows_the_same_dashboard_and_unload_closes_it(ipython):
+    def shown_model_id() -> str:
+        with capture_output() as out:
+            ipython.run_line_magic("kimi", "widget")
+        (view,) = [o.data["application/vnd.jupyter.widget-view+json"]["model_id"]
+                   for o in out.outputs if "application/vnd.jupyter.widget-view+json" in o.data]
+        return view
+
+    magic = ipython.magics_manager.registry["KimiMagic"]
+    first, second = shown_model_id(), shown_model_id()
+    assert first == second, "a second view of one dashboard, not a second dashboard"
+    assert len(magic.session._observers) == 1
+    board = magic._dashboards[magic.session.name]
+    ipython.run_line_magic("unload_ext", "kimi_magic")
+    assert board.is_closed
