@@ -7,6 +7,7 @@ throw-away store there unless KIMI_MAGIC_STORE is set.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from pathlib import Path
@@ -18,10 +19,13 @@ from nbclient.exceptions import CellExecutionError
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "out",
+                        help="where the executed copy and exports go (default: ./out)")
+    out_dir = parser.parse_args(argv).out.resolve()
     source = ROOT / "notebooks" / "quickstart.ipynb"
-    out_dir = ROOT / "out"
-    out_dir.mkdir(exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
     if "KIMI_MAGIC_STORE" not in os.environ:
         # A throw-away store, fresh each run, so the quickstart always starts from nothing.
         store = out_dir / "quickstart-store.sqlite"
