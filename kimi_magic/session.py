@@ -14,12 +14,13 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
 from . import compress as compression
 from . import models as model_table
+from . import tokens
 from .client import KimiClient, KimiError, Options, Reply, Usage, build_request
 from .context import Context, Message, Pin
 from .models import Model
@@ -152,7 +153,6 @@ class Session:
         self._exact: tuple[Context, int] | None = None
         self._calibration = 1.0
         self.last_call: float | None = None
-        self.last_model: str | None = None
         self.current_snapshot: int | None = None
         loaded = self.store.load_session(name)
         if loaded:
@@ -256,14 +256,14 @@ class Session:
         prompt = sum(t["prompt_tokens"] or 0 for t in self.turns)
         cached = sum(t["cached_tokens"] or 0 for t in self.turns)
         costs = [t["cost"] for t in self.turns if t.get("cost") is not None]
-        tokens = self.tokens()
-        warm_cost = model.cost(tokens, cached_tokens=tokens)
-        cold_cost = model.cost(tokens)
+        held = self.tokens()
+        warm_cost = model.cost(held, cached_tokens=held)
+        cold_cost = model.cost(held)
         return {
             "session": self.name, "model": model.id, "window": window,
             "window_source": "server" if model.context_from_server else "table",
-            "tokens": tokens, "exact": self.tokens_exact, "layers": self.layers(),
-            "fill": tokens / window if window else 0.0,
+            "tokens": held, "exact": self.tokens_exact, "layers": self.layers(),
+            "fill": held / window if window else 0.0,
             "threshold": self.settings.threshold(window),
             "rounds": len(self.context.rounds), "turns": len(chat),
             "pins": [(p.name, p.kind, p.tokens) for p in self.context.pins],
@@ -274,7 +274,7 @@ class Session:
             "cache_seconds_left": self.cache_seconds_left(),
             "cache_warm": self.cache_seconds_left() > 0,
             "next_turn_warm": warm_cost, "next_turn_cold": cold_cost,
-            "tokenizer": _tokenizer_source(),
+            "tokenizer": tokens.source(),
         }
 
     # -- asking -------------------------------------------------------------------------------
@@ -317,7 +317,6 @@ class Session:
                         tool_calls=ex.tool_log, notices=notices,
                         finish_reason=ex.reply.finish_reason)
             self.last_call = self.clock()
-            self.last_model = chosen.id
             if not once:
                 self._record(ex, cell_id, replaced_rounds)
             turn.context_tokens = self.tokens()
@@ -512,7 +511,7 @@ class Session:
     def _estimated_usage(self, sent: int, reply: Reply) -> Usage:
         """Usage when the server sent none: local estimates, marked as such."""
         return Usage(prompt_tokens=int(sent * self._calibration),
-                     completion_tokens=_estimate(reply.message), exact=False)
+                     completion_tokens=tokens.count_message(reply.message), exact=False)
 
     def _turn_row(self, kind: str, model: str, u: Usage, cost: float | None, seconds: float,
                   cell_id: str | None = None) -> dict[str, Any]:
@@ -582,14 +581,14 @@ class Session:
                 raise SessionError(f"a snapshot is already labelled {label!r}")
             ctx = self.context
             turns = len(ctx.rounds)
-            tokens = self.tokens()
+            held = self.tokens()
             label = label or f"#{len(self.snapshots) + 1}"
             with self.store.transaction() as conn:
                 if ctx.history and ctx.node is None:
                     ctx = self.store.ensure_chain(conn, ctx)
                     self.context = ctx
                 parent = self.current_snapshot
-                sid = self.store.add_snapshot(conn, self.name, label, ctx, turns, tokens,
+                sid = self.store.add_snapshot(conn, self.name, label, ctx, turns, held,
                                               parent, auto)
                 # The session row remembers where we are in the snapshot tree (a restarted
                 # kernel links its next snapshot to this one).
@@ -600,7 +599,7 @@ class Session:
                 except BaseException:
                     self.current_snapshot = parent
                     raise
-            snap = Snapshot(sid, label, self.clock(), turns, tokens, ctx, parent, auto)
+            snap = Snapshot(sid, label, self.clock(), turns, held, ctx, parent, auto)
             self.snapshots.append(snap)
             self._notify("snapshot", snap)
             return snap
@@ -685,11 +684,11 @@ class Session:
             target = compression.target_tokens(replaced, self.settings.summary_tokens)
             cap = compression.output_cap(target, chosen.thinking == "always")
             messages = compression.in_context(ctx.wire(), len(rs) - len(old), target)
-            sent = ctx.tokens + _estimate(messages[-1])
+            sent = ctx.tokens + tokens.count_message(messages[-1])
             if sent * self._calibration + cap > chosen.context_length:
                 # The whole context plus a summary would not fit: send just what it replaces.
                 messages = compression.standalone(source, target)
-                sent = sum(_estimate(m) for m in messages)
+                sent = sum(tokens.count_message(m) for m in messages)
             opts = Options(think=False if chosen.thinking == "default" else None,
                            max_completion_tokens=cap)
             body = build_request(chosen, messages, opts, sent, self.client.server)
@@ -800,20 +799,3 @@ def connect(s: Settings) -> KimiClient:
                         "%config KimiMagic.api_key = '...' (it is never shown or stored)")
     return KimiClient(s.base_url, s.api_key, timeout=s.timeout, max_retries=s.max_retries,
                       retry_base=s.retry_base, server=s.server)
-
-
-
-def _estimate(data: dict[str, Any]) -> int:
-    from . import tokens
-
-    return tokens.count_message(data)
-
-
-def _tokenizer_source() -> str:
-    from . import tokens
-
-    return tokens.source()
-
-
-def messages_tokens(messages: Iterable[Message]) -> int:
-    return sum(m.tokens for m in messages)
