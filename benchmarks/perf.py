@@ -22,7 +22,7 @@ from typing import Any
 import openai
 
 from kimi_magic import Message, Pin, Session, Settings, Store
-from kimi_magic.display import StreamView
+from kimi_magic.notebook.display import StreamView
 from kimi_magic.simulator import Simulator, count_prompt_tokens
 
 PROMPT = "question {i}: which function handles the join, and what does it return?"

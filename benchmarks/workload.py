@@ -22,7 +22,7 @@ from typing import Any
 import openai
 
 from kimi_magic import Message, Pin, Session, Settings, Store
-from kimi_magic import models as model_table
+from kimi_magic.core import models as model_table
 from kimi_magic.simulator import Simulator
 
 ROUNDS = 50

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from .client import KimiClient, KimiError, Options
-from .context import Context, Message, Pin
+from .core.context import Context, Message, Pin
+from .core.errors import SessionError
+from .core.session import CompressResult, Session, Snapshot, Turn
+from .core.settings import Settings
+from .core.store import Store
 from .fanout import Fanout, MapFailure, map_prompts
-from .session import CompressResult, Session, SessionError, Snapshot, Turn
-from .settings import Settings
-from .store import Store
 from .tools import tool
+from .wire.client import KimiClient, KimiError, Options
 
 __all__ = ["Context", "CompressResult", "Fanout", "KimiClient", "KimiError", "MapFailure",
            "Message", "Options", "Pin", "Session", "SessionError", "Settings", "Snapshot",
@@ -24,49 +25,15 @@ __all__ = ["Context", "CompressResult", "Fanout", "KimiClient", "KimiError", "Ma
 __version__ = "0.1.0"
 
 
-
 def load_ipython_extension(ip: Any) -> None:
     """``%load_ext kimi_magic``: register the magics and the ``KimiMagic`` configurable."""
-    from .magics import KimiMagic
+    from .notebook import extension
 
-    magic = _build(KimiMagic, ip)
-    ip.register_magics(magic)
-    if magic not in ip.configurables:  # some IPython versions register it already
-        ip.configurables.append(magic)
-
-
-def _build(cls: Any, ip: Any) -> Any:
-    """The configurable, dropping bad values a failed ``%config`` left in the shell's config.
-
-    ``%config KimiMagic.x = bad`` reports the error but keeps ``bad`` in ``ip.config``; without
-    this, every later ``%load_ext``/``%reload_ext`` would fail with a traceback.
-    """
-    import re
-    import warnings
-
-    from traitlets import TraitError
-
-    while True:
-        try:
-            return cls(shell=ip, config=ip.config)
-        except TraitError as err:
-            found = re.search(r"(?:The '|KimiMagic\.)(\w+)", str(err))
-            section = ip.config.get("KimiMagic", {})
-            if not found or found.group(1) not in section:
-                raise
-            del section[found.group(1)]
-            warnings.warn(f"kimi_magic: ignoring the setting KimiMagic.{found.group(1)} ({err})",
-                          stacklevel=3)
+    extension.load(ip)
 
 
 def unload_ipython_extension(ip: Any) -> None:
     """``%unload_ext kimi_magic``: remove the magics, the configurable and open sessions."""
-    magic = ip.magics_manager.registry.pop("KimiMagic", None)
-    if magic is None:
-        return
-    for kind, names in (("line", ("kimi",)), ("cell", ("kimi", "kimi_pin"))):
-        for name in names:
-            ip.magics_manager.magics[kind].pop(name, None)
-    ip.configurables[:] = [c for c in ip.configurables if c is not magic]
-    magic.close_dashboards()
-    magic.sessions.close()
+    from .notebook import extension
+
+    extension.unload(ip)

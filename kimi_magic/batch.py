@@ -16,8 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from . import models as model_table
-from .client import (
+from .core import models as model_table
+from .core.context import Message
+from .core.errors import SessionError
+from .core.models import Model
+from .core.session import Session
+from .core.store import Store
+from .fanout import MapFailure, as_items, choose_model, fill, progress_bar, sub_context
+from .wire.client import (
     KimiError,
     Options,
     Reply,
@@ -27,11 +33,6 @@ from .client import (
     parse_batch_line,
     wire_body,
 )
-from .context import Message
-from .fanout import MapFailure, Progress, as_items, choose_model, fill, sub_context
-from .models import Model
-from .session import Session, SessionError
-from .store import Store
 
 DISCOUNT_PERCENT = round(model_table.BATCH_DISCOUNT * 100)
 #: Batch statuses after which nothing more will happen.
@@ -205,7 +206,7 @@ def wait(session: Session, job: BatchJob, *, interval: float | None = None,
          sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
     """Poll until the batch is finished; the final batch object."""
     every = session.settings.batch_poll_seconds if interval is None else interval
-    bar = Progress(job.items, f"batch {job.id[-8:]}", progress)
+    bar = progress_bar(session, job.items, f"batch {job.id[-8:]}", progress)
     while True:
         info = session.client.batch(job.id)
         counts = info.get("request_counts") or {}
@@ -314,43 +315,3 @@ def _shape(results: list[Any], mapping: dict[str, Any]) -> Any:
     import pandas as pd
 
     return pd.Series(results, index=mapping["index"], name=mapping.get("name"), dtype=object)
-
-
-
-# -- %kimi batches ------------------------------------------------------------------------------
-
-def collect_magic(magic: Any, rest: str) -> Any:
-    """``%kimi batches`` lists batches; ``%kimi batches collect [ID] [--out VAR]`` resumes."""
-    from IPython.core.magic_arguments import MagicArgumentParser
-    from IPython.display import display
-
-    from .display import status_bundle, table_bundle
-
-    parser = MagicArgumentParser(prog="%kimi batches", add_help=False)
-    parser.add_argument("action", nargs="?", default="list", choices=["list", "collect"])
-    parser.add_argument("id", nargs="?")
-    parser.add_argument("--out")
-    args = parser.parse_argstring(rest)
-    store = magic.sessions.store
-    if args.action == "list":
-        known = jobs(store)
-        if not known:
-            print("No batches yet: %%kimi --map VAR --batch submits one.")
-            return None
-        rows = [[j.id, j.session, j.model, j.items, j.status,
-                 "yes" if j.collected else "no",
-                 f"${j.cost:.4f}" if j.cost is not None else "",
-                 time.strftime("%Y-%m-%d %H:%M", time.localtime(j.created))] for j in known]
-        display(table_bundle(["batch", "session", "model", "items", "status", "collected",
-                              "cost", "created"], rows, "Batches"), raw=True)
-        return None
-    job = find(store, args.id)
-    session = magic.sessions.get(job.session)
-    results, summary = collect(session, job.id, progress=True)
-    display(status_bundle(summary.line(), summary.notices), raw=True)
-    out = args.out or job.out
-    if out:
-        magic.shell.user_ns[out] = results
-        print(f"Results of {job.id} are in {out}.")
-        return None
-    return results

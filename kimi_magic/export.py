@@ -14,11 +14,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .context import Context, Message, Pin
-from .session import Session, SessionError
+from .core.context import Context, Message, Pin
+from .core.errors import SessionError
+from .core.session import Session
 
 if TYPE_CHECKING:
-    from .sessions import Sessions
+    from .core.sessions import Sessions
 
 FORMAT = "kimi_magic.session"
 VERSION = 1

@@ -22,12 +22,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from .client import KimiError, Options, Reply, Usage, build_request
-from .context import Context, Message, Pin
-from .interpolate import interpolate
-from .models import Model
-from .pins import block
-from .session import Session, SessionError
+from .core.context import Context, Message, Pin, block
+from .core.errors import SessionError
+from .core.interpolate import interpolate
+from .core.models import Model
+from .core.session import Session
+from .wire.client import KimiError, Options, Reply, Usage, build_request
 
 #: Seconds a rate-limit window lasts (Moonshot counts requests per minute).
 WINDOW_SECONDS = 60.0
@@ -112,62 +112,55 @@ class RateLimit:
                 await asyncio.sleep(self.starts[0] + self.window - now)
 
 
-class Progress:
-    """A progress bar: an ipywidgets ``IntProgress`` in a kernel, text lines elsewhere.
+class TextProgress:
+    """Progress as text lines, at most one every ``every`` seconds (terminals, logs)."""
 
-    ``show=None`` picks: widget in a kernel, text in a terminal IPython, nothing in plain
-    Python; ``True`` forces text outside a kernel; ``False`` shows nothing.
-    """
-
-    def __init__(self, total: int, label: str, show: bool | None = None,
-                 every: float = 2.0) -> None:
+    def __init__(self, total: int, label: str, every: float = 2.0) -> None:
         self.total = total
         self.label = label
         self.every = every
         self._last = 0.0
         self._shown = ""
-        self._bar: Any = None
-        self._text_mode = False
-        shell = _shell()
-        if show is False or (show is None and shell is None):
-            return
-        if shell is not None and getattr(shell, "kernel", None) is not None:
-            import ipywidgets as widgets
-            from IPython.display import display
-
-            self._bar = widgets.IntProgress(value=0, min=0, max=max(total, 1),
-                                            description=label[:20])
-            self._note = widgets.Label(value=f"0/{total}")
-            display(widgets.HBox([self._bar, self._note]))
-        else:
-            self._text_mode = True
 
     def update(self, done: int, failed: int = 0, note: str = "", force: bool = False) -> None:
-        text = f"{done}/{self.total}" + (f", {failed} failed" if failed else "") + (
-            f" · {note}" if note else "")
-        if self._bar is not None:
-            self._bar.value = done
-            self._bar.bar_style = "warning" if failed else ""
-            self._note.value = text
-        elif self._text_mode and text != self._shown:
-            now = time.monotonic()
-            if force or now - self._last >= self.every:
-                print(f"{self.label}: {text}", file=sys.stdout, flush=True)
-                self._last, self._shown = now, text
+        text = progress_text(self.total, done, failed, note)
+        if text == self._shown:
+            return
+        now = time.monotonic()
+        if force or now - self._last >= self.every:
+            print(f"{self.label}: {text}", file=sys.stdout, flush=True)
+            self._last, self._shown = now, text
 
     def close(self, done: int, failed: int = 0, note: str = "") -> None:
         self.update(done, failed, note, force=True)
-        if self._bar is not None:
-            self._bar.bar_style = "danger" if failed == self.total else (
-                "warning" if failed else "success")
 
 
-def _shell() -> Any:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return None
-    return get_ipython()
+class _NoProgress:
+    def update(self, done: int, failed: int = 0, note: str = "", force: bool = False) -> None:
+        pass
+
+    def close(self, done: int, failed: int = 0, note: str = "") -> None:
+        pass
+
+
+def progress_text(total: int, done: int, failed: int = 0, note: str = "") -> str:
+    """``"3/10, 1 failed · note"``: what every progress display says."""
+    return (f"{done}/{total}" + (f", {failed} failed" if failed else "")
+            + (f" · {note}" if note else ""))
+
+
+def progress_bar(session: Session, total: int, label: str, show: bool | None) -> Any:
+    """The progress display of a fan-out or batch wait.
+
+    ``show=None`` uses the session's own ``progress`` factory (the notebook layer sets one:
+    a widget in a kernel, text in a terminal) and shows nothing in plain Python; ``True``
+    falls back to text lines; ``False`` shows nothing.
+    """
+    if show is False:
+        return _NoProgress()
+    if session.progress is not None:
+        return session.progress(total, label)
+    return TextProgress(total, label) if show else _NoProgress()
 
 
 def sub_context(session: Session) -> tuple[Context, list[str]]:
@@ -247,7 +240,8 @@ class Fanout:
         assert self.model is not None
         client = self.session.client
         total = len(bodies)
-        progress = Progress(total, f"--map {self.model.id}", self.show_progress)
+        progress = progress_bar(self.session, total, f"--map {self.model.id}",
+                                self.show_progress)
         state = {"done": 0, "failed": 0}
         outcomes: list[Reply | KimiError | None] = [None] * total
         started = time.perf_counter()
@@ -387,68 +381,3 @@ def _as_text(value: Any) -> str:
 def _clip(text: str, n: int = 300) -> str:
     text = " ".join(text.split())
     return text if len(text) <= n else text[: n - 1] + "…"
-
-
-# -- the magic's side -------------------------------------------------------------------------
-
-def evaluate(expr: str, namespace: Mapping[str, Any]) -> Any:
-    """``--map EXPR``: a variable or expression (``df.col``, ``df['col']``) in the notebook."""
-    try:
-        return eval(expr, dict(namespace))  # the user's own kernel, the user's own expression
-    except Exception as exc:
-        raise SessionError(f"--map {expr}: {type(exc).__name__}: {exc}") from None
-
-
-def run_magic(magic: Any, session: Session, args: Any, prompt: str) -> Any:
-    """``%%kimi --map VAR [--out RESULTS] [--batch] [--pin-results NAME]``."""
-    from IPython.display import display
-
-    from .display import status_bundle
-
-    if args.tools or args.web:
-        raise SessionError("--map does not run tools: drop --tools/--web")
-    ns = magic.shell.user_ns
-    items = evaluate(args.map_var, ns)
-    as_items(items, args.map_var)
-    if not prompt.strip():
-        raise SessionError("the prompt is empty: write it in the cell body, with {item}")
-    for target in args.pin:
-        magic._pin(session, target)
-    if args.system is not None:
-        session.set_system(args.system)
-    opts = Options(max_completion_tokens=args.max_tokens, think=args.think, effort=args.effort,
-                   prefix=args.prefix, json=args.json, stream=False,
-                   sampling={"temperature": args.temperature, "top_p": args.top_p})
-    if args.batch:
-        from . import batch
-
-        job = batch.submit(session, prompt, items, model=args.model, options=opts,
-                           out=args.out, source=args.map_var)
-        print(f"Submitted batch {job.id}: {job.items} items on {job.model} at "
-              f"{batch.DISCOUNT_PERCENT}% of the price. If you stop waiting (or the kernel "
-              f"restarts), %kimi batches collect {job.id} resumes.")
-        try:
-            results, summary = batch.collect(session, job.id, progress=True)
-        except KeyboardInterrupt:
-            raise SessionError(f"Stopped waiting; batch {job.id} keeps running on the server: "
-                               f"%kimi batches collect {job.id} picks it up") from None
-        display(status_bundle(summary.line(), summary.notices), raw=True)
-    else:
-        fan = Fanout(session, prompt, items, model=args.model, options=opts, progress=True,
-                     name=args.out)
-        results = fan.run()
-        display(status_bundle(fan.line(), fan.notices), raw=True)
-    return deliver(magic, session, args.out, getattr(args, "pin_results", None), items,
-                   results)
-
-
-def deliver(magic: Any, session: Session, out: str | None, pin_name: str | None, items: Any,
-            results: Any) -> Any:
-    """Put results in ``out`` (or return them as the cell's value) and pin them if asked."""
-    if pin_name:
-        pin = pin_results(session, items, results, pin_name)
-        print(f"Pinned the results as {pin.name!r} (~{pin.tokens:,} tokens).")
-    if out:
-        magic.shell.user_ns[out] = results
-        return None
-    return results

@@ -21,13 +21,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from . import tokens
-from .context import Context, Message, Pin
-from .session import SessionError
+from .core import tokens
+from .core.context import Context, Message, Pin, block
+from .core.errors import SessionError
 
 if TYPE_CHECKING:
-    from .client import KimiClient
-    from .session import Session
+    from .core.session import Session
+    from .wire.client import KimiClient
 
 #: A pin's token budget when none is given (``%kimi pin df --max-tokens N`` overrides it).
 DEFAULT_MAX_TOKENS = 4000
@@ -54,15 +54,6 @@ _KNOWN_FILES = (FRAME_FILES + DOCUMENT_FILES + IMAGE_FILES + CODE_FILES
                 + (".json", ".ipynb", ".txt", ".md", ".rst", ".log", ".jsonl", ".xml"))
 
 
-def block(name: str, kind: str, source: str, body: str) -> str:
-    """The delimited text of one pin, as the model sees it."""
-    return (f'<pinned name="{_attr(name)}" kind="{_attr(kind)}" source="{_attr(source)}">\n'
-            f"{body}\n</pinned>")
-
-
-def _attr(value: str) -> str:
-    return (value.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
-            .replace(">", "&gt;").replace("\n", " "))
 
 
 # -- public API -------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
 from kimi_magic import MapFailure, Options, Session, SessionError, Store, batch
-from kimi_magic.models import BATCH_DISCOUNT, MODELS
+from kimi_magic.core.models import BATCH_DISCOUNT, MODELS
 
 
 def uploads(sim):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from kimi_magic import KimiError, Options, Session, Settings, Store
-from kimi_magic.client import build_request
-from kimi_magic.models import resolve
+from kimi_magic.core.models import resolve
 from kimi_magic.simulator import Simulator
+from kimi_magic.wire.client import build_request
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from kimi_magic import Session
-from kimi_magic.compress import ALTERED_LINE, VERBATIM_HEADER, check, earlier, facts, present
+from kimi_magic.core.compress import ALTERED_LINE, VERBATIM_HEADER, check, earlier, facts, present
 from kimi_magic.simulator import Simulator
 
 PROSE = ("USER: Fact-0: the run id is RUN-1000 and loss was 0.023 at /data/run0/log.txt. "
@@ -120,7 +120,7 @@ def test_check_keeps_bare_values_then_drops_past_the_budget() -> None:
     assert result.dropped, "a 300-token budget cannot hold 200 sentences"
     assert result.retained < 1.0
     assert set(result.restored) | set(result.dropped) == set(result.missing)
-    from kimi_magic import tokens
+    from kimi_magic.core import tokens
     assert tokens.count(fixed) < 300 + 60
 
 

@@ -12,9 +12,9 @@ from conftest import TEST_KEY, PriceTool
 
 from kimi_magic import Options, Session, Settings, Store
 from kimi_magic import export as exporting
-from kimi_magic.context import Message, Pin
-from kimi_magic.session import SessionError
-from kimi_magic.sessions import Sessions
+from kimi_magic.core.context import Message, Pin
+from kimi_magic.core.session import SessionError
+from kimi_magic.core.sessions import Sessions
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from IPython.utils.capture import capture_output
 
 from kimi_magic import Fanout, MapFailure, Message, Pin, Settings, map_prompts
 from kimi_magic.fanout import RateLimit, fill, pin_results
-from kimi_magic.magics import KimiMagic
+from kimi_magic.notebook.magics import KimiMagic
 
 
 def chats(sim):

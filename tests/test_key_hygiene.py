@@ -121,7 +121,7 @@ def test_the_key_is_nowhere_the_magic_writes_or_shows(keyed, sim, tmp_path, capl
 def test_auth_errors_never_echo_the_key(keyed, sim):
     # Some servers echo the key they refused ("Incorrect API key provided: sk-..."); the
     # client redacts it before the line reaches the user.
-    from kimi_magic.client import KimiClient
+    from kimi_magic.wire.client import KimiClient
 
     client = KimiClient(sim.url, KEY)
     err = client.error(openai.AuthenticationError(

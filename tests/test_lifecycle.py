@@ -18,8 +18,8 @@ import pytest
 from conftest import TEST_KEY, PriceTool, reset_simulator
 
 from kimi_magic import KimiError, Options, Session, Settings, Store
-from kimi_magic.context import Message, Pin
-from kimi_magic.session import SessionError
+from kimi_magic.core.context import Message, Pin
+from kimi_magic.core.session import SessionError
 from kimi_magic.simulator import Simulator
 
 

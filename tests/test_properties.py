@@ -31,7 +31,7 @@ from hypothesis.stateful import (
 )
 
 from kimi_magic import Options, Session, Settings, Store
-from kimi_magic.context import Message, Pin
+from kimi_magic.core.context import Message, Pin
 from kimi_magic.simulator import Simulator
 
 settings.register_profile(

@@ -14,7 +14,7 @@ from typing import Any
 import openai
 import pytest
 
-from kimi_magic.models import MODELS, is_retired
+from kimi_magic.core.models import MODELS, is_retired
 from kimi_magic.simulator import FAILURE_KINDS, Simulator, count_prompt_tokens
 
 K26, K3 = "kimi-k2.6", "kimi-k3"

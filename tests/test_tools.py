@@ -14,7 +14,7 @@ from IPython.utils.capture import capture_output
 
 from kimi_magic import Message, Options, Pin, SessionError, tool
 from kimi_magic import tools as tool_module
-from kimi_magic.models import WEB_SEARCH_USD
+from kimi_magic.core.models import WEB_SEARCH_USD
 from kimi_magic.tools import Toolset, for_session, make_tool
 
 

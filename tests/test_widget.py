@@ -16,8 +16,8 @@ import pytest
 from IPython.utils.capture import capture_output
 
 from kimi_magic import Message, Pin, Settings, Store
-from kimi_magic.sessions import Sessions
-from kimi_magic.widget import Dashboard
+from kimi_magic.core.sessions import Sessions
+from kimi_magic.notebook.widget import Dashboard
 
 LONG = " ".join(f"Step {i} of the plan: measure the loss curve on shard {i} and note it."
                 for i in range(12))

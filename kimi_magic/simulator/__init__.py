@@ -8,7 +8,7 @@ It speaks Moonshot's API as the client sees it: ``/v1/models``, ``/v1/chat/compl
 (JSON and SSE), ``/v1/tokenizers/estimate-token-count``, ``/v1/files`` and ``/v1/batches``,
 with Kimi's error bodies, thinking models, partial mode, JSON mode, tool calls, the builtin
 ``$web_search`` and the automatic prompt cache. Model ids and windows come from
-:mod:`kimi_magic.models`. Standard library only.
+:mod:`kimi_magic.core.models`. Standard library only.
 
 Replies are built from the request (see :mod:`.replies`): a question is answered by quoting the
 earlier sentence that best matches it, a request to summarise gets a sectioned Markdown summary,

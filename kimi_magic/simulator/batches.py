@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kimi_magic.models import MODELS
+from kimi_magic.core.models import MODELS
 
 from .errors import ApiError, invalid, not_found
 from .files import FileStore

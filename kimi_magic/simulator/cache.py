@@ -16,7 +16,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from kimi_magic.models import CACHE_TTL_LONG_SECONDS, CACHE_TTL_SECONDS
+from kimi_magic.core.models import CACHE_TTL_LONG_SECONDS, CACHE_TTL_SECONDS
 
 from .clock import SimClock
 from .tokens import PromptDigest

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from kimi_magic.models import EFFORTS, Model, is_retired, resolve
+from kimi_magic.core.models import EFFORTS, Model, is_retired, resolve
 
 from .cache import CacheResult
 from .errors import invalid, not_found

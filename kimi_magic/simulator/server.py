@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from kimi_magic.models import MODELS, resolve
+from kimi_magic.core.models import MODELS, resolve
 
 from .batches import BatchStore
 from .cache import PromptCache

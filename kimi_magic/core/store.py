@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .context import Context, Message, Pin
+from .errors import StoreError
 
 SCHEMA_VERSION = 1
 
@@ -49,10 +50,6 @@ CREATE TRIGGER IF NOT EXISTS archive_ai AFTER INSERT ON archive BEGIN
 CREATE INDEX IF NOT EXISTS turns_session ON turns(session);
 CREATE INDEX IF NOT EXISTS snapshots_session ON snapshots(session);
 """
-
-
-class StoreError(Exception):
-    """The store could not be opened or written (one line for the user)."""
 
 
 def default_path() -> Path:

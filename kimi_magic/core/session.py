@@ -18,11 +18,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
+from ..wire.client import KimiClient, KimiError, Options, Reply, Usage, build_request
 from . import compress as compression
 from . import models as model_table
 from . import tokens
-from .client import KimiClient, KimiError, Options, Reply, Usage, build_request
-from .context import Context, Message, Pin
+from .context import Context, Message, Pin, block
+from .errors import SessionError
 from .models import Model
 from .settings import Settings
 from .store import Store
@@ -127,10 +128,6 @@ class _Exchange:
     reply: Reply = field(default=None)  # type: ignore[assignment]  # set by the first call
 
 
-class SessionError(Exception):
-    """A user mistake or refused operation: one line, nothing changed."""
-
-
 class Session:
     """One conversation: context, snapshots, archive and accounting, persisted in a ``Store``."""
 
@@ -148,6 +145,9 @@ class Session:
         self._observers: list[Observer] = []
         #: Called before each request to re-render live pins: (context) -> (context, notices).
         self.refresh_pins: Callable[[Context], tuple[Context, list[str]]] | None = None
+        #: Makes a progress display ``(total, label)`` for fan-outs and batch waits; the
+        #: notebook layer sets one (a widget in a kernel), plain Python shows none.
+        self.progress: Callable[[int, str], Any] | None = None
         self.snapshots: list[Snapshot] = []
         self.turns: list[dict[str, Any]] = []
         self._exact: tuple[Context, int] | None = None
@@ -713,8 +713,6 @@ class Session:
             raise SessionError("recall needs a query, e.g. %kimi recall learning rate")
         hits = self.store.search(self.name, query, limit)
         if pin and hits:
-            from .pins import block  # pins imports this module: import at call time
-
             text = "\n\n---\n\n".join(h["text"] for h in hits)
             name = "recall: " + query[:40]
             self.set_pin(Pin(name, "recall", f"archive search {query!r}",

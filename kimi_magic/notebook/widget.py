@@ -17,10 +17,10 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from .client import KimiError
-from .session import Session, SessionError
-from .sessions import Sessions
-from .store import StoreError
+from ..core.errors import SessionError, StoreError
+from ..core.session import Session
+from ..core.sessions import Sessions
+from ..wire.client import KimiError
 
 #: Errors that are the user's or the network's: one line in the widget, never a traceback.
 USER_ERRORS = (KimiError, SessionError, StoreError)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from .client import KimiClient
-from .session import Session, SessionError, connect
+from ..wire.client import KimiClient
+from .errors import SessionError
+from .session import Session, connect
 from .settings import Settings
 from .store import Store
 

@@ -113,6 +113,17 @@ class Pin:
         return self.message.tokens
 
 
+def block(name: str, kind: str, source: str, body: str) -> str:
+    """The delimited text of one pin, as the model sees it."""
+    return (f'<pinned name="{_attr(name)}" kind="{_attr(kind)}" source="{_attr(source)}">\n'
+            f"{body}\n</pinned>")
+
+
+def _attr(value: str) -> str:
+    return (value.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
+            .replace(">", "&gt;").replace("\n", " "))
+
+
 def rounds(history: Iterable[Message]) -> list[list[Message]]:
     """Group history into rounds: a user message and everything up to the next one.
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
-from .models import Model
+from ..core.models import Model
 
 T = TypeVar("T")
 

@@ -36,14 +36,15 @@ from traitlets import (
 )
 from traitlets.config import Configurable
 
-from . import models as model_table
-from .client import KimiError, Options
+from ..core import models as model_table
+from ..core.errors import SessionError, StoreError
+from ..core.interpolate import interpolate
+from ..core.session import Session
+from ..core.sessions import Sessions
+from ..core.settings import PRESETS, Settings
+from ..core.store import Store
+from ..wire.client import KimiError, Options
 from .display import StreamView, status_bundle, table_bundle
-from .interpolate import interpolate
-from .session import Session, SessionError
-from .sessions import Sessions
-from .settings import PRESETS, Settings
-from .store import Store, StoreError
 
 #: Errors that are the user's or the network's, not ours: shown as one line, no traceback.
 USER_ERRORS = (KimiError, SessionError, StoreError)
@@ -204,9 +205,11 @@ class KimiMagic(Magics, Configurable):
                                     else getattr(self, f.name)) for f in fields(Settings)})
 
     def _wire_session(self, session: Session) -> None:
-        from . import pins
+        from .. import pins
+        from . import progress
 
         session.refresh_pins = pins.refresher(lambda: self.shell.user_ns)
+        session.progress = progress.bar
 
     @property
     def session(self) -> Session:
@@ -319,9 +322,9 @@ class KimiMagic(Magics, Configurable):
             raise SessionError("--batch works with --map VAR")
         session = self.sessions.use(args.session) if args.session else self.session
         if args.map_var:
-            from . import fanout
+            from . import mapping
 
-            return fanout.run_magic(self, session, args, prompt)
+            return mapping.run_magic(self, session, args, prompt)
         for target in args.pin:
             self._pin(session, target)
         if not prompt:
@@ -334,7 +337,7 @@ class KimiMagic(Magics, Configurable):
                        sampling={"temperature": args.temperature, "top_p": args.top_p})
         tools = None
         if args.tools or args.web:
-            from . import tools as tool_module
+            from .. import tools as tool_module
 
             tools = tool_module.for_session(session, functions=args.tools, web=args.web)
             opts.tools = tools.specs
@@ -551,7 +554,7 @@ class KimiMagic(Magics, Configurable):
             print(f"Pinned {len(hits)} recalled rounds as 'recall: {query[:40]}'.")
 
     def _sub_export(self, rest: str) -> None:
-        from . import export
+        from .. import export
 
         path = rest.strip()
         if not path:
@@ -560,7 +563,7 @@ class KimiMagic(Magics, Configurable):
         print(f"Exported {self.session.name!r} to {written}.")
 
     def _sub_import(self, rest: str) -> None:
-        from . import export
+        from .. import export
 
         p = _parser("import")
         p.add_argument("path")
@@ -572,7 +575,7 @@ class KimiMagic(Magics, Configurable):
     # pins
     def _pin(self, session: Session, target: str, name: str | None = None,
              max_tokens: int | None = None, frozen: bool = False) -> None:
-        from . import pins
+        from .. import pins
 
         pin = pins.pin(session, target, self.shell.user_ns, name=name,
                        max_tokens=max_tokens, frozen=frozen)
@@ -611,7 +614,7 @@ class KimiMagic(Magics, Configurable):
     @cell_magic
     def kimi_pin(self, line: str, cell: str) -> None:
         """Pin the cell's text into the context under NAME: ``%%kimi_pin conventions``."""
-        from . import pins
+        from .. import pins
 
         name = line.strip()
         if not name:
@@ -644,7 +647,7 @@ class KimiMagic(Magics, Configurable):
         self._dashboards.clear()
 
     def _sub_tool(self, rest: str) -> None:
-        from . import tools
+        from .. import tools
 
         name = rest.strip()
         if not name:
@@ -653,14 +656,14 @@ class KimiMagic(Magics, Configurable):
         print(f"Registered tool {spec['function']['name']!r}: use %%kimi --tools.")
 
     def _sub_fix(self, rest: str) -> None:
-        from . import tools
+        from . import fix
 
-        tools.fix_last_error(self, rest)
+        fix.fix_last_error(self, rest)
 
     def _sub_batches(self, rest: str) -> None:
-        from . import batch
+        from . import batches
 
-        batch.collect_magic(self, rest)
+        batches.collect_magic(self, rest)
 
 
 def _price(usd: float | None) -> str:

@@ -1,0 +1,11 @@
+"""The errors the core raises for the user's mistakes and for the store: one line each."""
+
+from __future__ import annotations
+
+
+class SessionError(Exception):
+    """A user mistake or refused operation: one line, nothing changed."""
+
+
+class StoreError(Exception):
+    """The store could not be opened or written (one line for the user)."""

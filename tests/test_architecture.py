@@ -1,0 +1,111 @@
+"""The tree keeps its shape: the core knows no IPython, nothing imports in a circle, and no
+module reaches into another module's private names."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "kimi_magic"
+NOTEBOOK_ONLY = ("IPython", "ipywidgets", "ipykernel", "traitlets", "comm")
+
+
+def modules() -> dict[str, ast.Module]:
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = ast.parse(path.read_text(), str(path))
+    return out
+
+
+def imports(name: str, tree: ast.Module) -> list[tuple[str, list[str], int]]:
+    """Every import in the module, lazy ones included: (module, names, line)."""
+    package = name if _is_package(name) else name.rpartition(".")[0]
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(a.name, [], node.lineno) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            found.append((base, [a.name for a in node.names], node.lineno))
+    return found
+
+
+def _is_package(name: str) -> bool:
+    return (PACKAGE.parent / name.replace(".", "/") / "__init__.py").exists()
+
+
+def test_only_the_notebook_layer_imports_ipython():
+    offenders = []
+    for name, tree in modules().items():
+        if name.startswith("kimi_magic.notebook"):
+            continue
+        for module, _, line in imports(name, tree):
+            if module.split(".")[0] in NOTEBOOK_ONLY:
+                offenders.append(f"{name}:{line} imports {module}")
+    assert offenders == []
+
+
+def _targets(known: set[str], module: str, names: list[str]) -> list[str]:
+    """The package modules an import statement loads."""
+    out = []
+    for n in names:
+        if f"{module}.{n}" in known:
+            out.append(f"{module}.{n}")
+    if module in known and (not out or len(out) < len(names)):
+        out.append(module)
+    return out
+
+
+def test_no_import_cycles():
+    mods = modules()
+    known = set(mods)
+    graph = {name: set() for name in mods}
+    for name, tree in mods.items():
+        for module, names, _ in imports(name, tree):
+            for target in _targets(known, module, names):
+                if target != name and not name.startswith(target + "."):
+                    # A package's __init__ importing its own submodules is not a cycle the
+                    # other way round; the root package re-exports the public API.
+                    if name == "kimi_magic" or target == "kimi_magic":
+                        continue
+                    graph[name].add(target)
+    cycles = []
+
+    def visit(node: str, path: list[str], seen: set[str]) -> None:
+        for nxt in sorted(graph[node]):
+            if nxt in path:
+                cycles.append(" -> ".join([*path[path.index(nxt):], nxt]))
+            elif nxt not in seen:
+                seen.add(nxt)
+                visit(nxt, [*path, nxt], seen)
+
+    for start in sorted(graph):
+        visit(start, [start], {start})
+    assert sorted(set(cycles)) == []
+
+
+def test_no_module_uses_another_modules_private_names():
+    offenders = []
+    mods = modules()
+    for name, tree in mods.items():
+        for module, names, line in imports(name, tree):
+            if module.startswith("kimi_magic"):
+                offenders += [f"{name}:{line} imports {module}.{n}" for n in names
+                              if n.startswith("_") and not n.startswith("__")]
+        aliases = {}
+        for module, names, _ in imports(name, tree):
+            if module.startswith("kimi_magic"):
+                for n in names:
+                    aliases[n] = f"{module}.{n}"
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                    and node.value.id in aliases and aliases[node.value.id] in mods
+                    and node.attr.startswith("_") and not node.attr.startswith("__")):
+                offenders.append(f"{name}:{node.lineno} uses {node.value.id}.{node.attr}")
+    assert offenders == []
