@@ -730,10 +730,17 @@ class Session:
                          archive=("reset", dropped) if dropped else None)
             self._notify("reset")
 
-    def set_system(self, text: str) -> None:
+    def set_system(self, text: str) -> bool:
+        """Set this session's own system prompt, stored with it; ``""`` removes it.
+
+        Other sessions and the default for new ones (``settings.system``, shared by every
+        session of a kernel) keep theirs. Returns whether the prompt changed.
+        """
         with self.lock:
-            self.settings.system = text
+            if text == (self.context.system.text if self.context.system else ""):
+                return False
             self._commit(replace(self.context, system=Message.of("system", text) if text else None))
+            return True
 
     # -- pins -------------------------------------------------------------------------------------
     def set_pin(self, pin: Pin) -> None:

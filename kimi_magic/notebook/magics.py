@@ -90,7 +90,9 @@ class KimiMagic(Magics, Configurable):
                        "https://api.moonshot.ai/v1).").tag(config=True)
     model = Unicode(help="Model id, or 'auto' for the cheapest whose window fits "
                     "(default: $MOONSHOT_MODEL or kimi-k2.6).").tag(config=True)
-    system = Unicode(Settings.system, help="System prompt of new sessions.").tag(config=True)
+    system = Unicode(Settings.system, help="System prompt of sessions opened from now on; "
+                     "open and stored sessions keep theirs (%%kimi --system TEXT sets one "
+                     "session's own).").tag(config=True)
     max_completion_tokens = _OptionalInt(help="Output cap per call (None: 32768, clamped so "
                                          "input + output fit the window).").tag(config=True)
     think = Bool(None, allow_none=True, help="Thinking on kimi-k2.6 (None: the model's "
@@ -329,8 +331,9 @@ class KimiMagic(Magics, Configurable):
             self._pin(session, target)
         if not prompt:
             return None
-        if args.system is not None:
-            session.set_system(args.system)
+        if args.system is not None and session.set_system(args.system):
+            print(f"System prompt of session {session.name!r} set; other sessions keep "
+                  "theirs.")
         opts = Options(max_completion_tokens=args.max_tokens, think=args.think,
                        effort=args.effort, prefix=args.prefix, json=args.json,
                        stream=not args.no_stream,

@@ -35,8 +35,9 @@ def run_magic(magic: Any, session: Session, args: Any, prompt: str) -> Any:
         raise SessionError("the prompt is empty: write it in the cell body, with {item}")
     for target in args.pin:
         magic._pin(session, target)
-    if args.system is not None:
-        session.set_system(args.system)
+    if args.system is not None and session.set_system(args.system):
+        print(f"System prompt of session {session.name!r} set; other sessions keep "
+              "theirs.")
     opts = Options(max_completion_tokens=args.max_tokens, think=args.think, effort=args.effort,
                    prefix=args.prefix, json=args.json, stream=False,
                    sampling={"temperature": args.temperature, "top_p": args.top_p})
