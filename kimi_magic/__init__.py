@@ -16,7 +16,9 @@ from .core.settings import Settings
 from .core.store import Store
 from .fanout import Fanout, MapFailure, map_prompts
 from .tools import tool
-from .wire.client import KimiClient, KimiError, Options
+from .wire.client import KimiClient
+from .wire.errors import KimiError
+from .wire.request import Options
 
 __all__ = ["Context", "CompressResult", "Fanout", "KimiClient", "KimiError", "MapFailure",
            "Message", "Options", "Pin", "Session", "SessionError", "Settings", "Snapshot",

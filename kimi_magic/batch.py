@@ -23,16 +23,9 @@ from .core.models import Model
 from .core.session import Session
 from .core.store import Store
 from .fanout import MapFailure, as_items, choose_model, fill, progress_bar, sub_context
-from .wire.client import (
-    KimiError,
-    Options,
-    Reply,
-    Usage,
-    batch_line,
-    build_request,
-    parse_batch_line,
-    wire_body,
-)
+from .wire.errors import KimiError
+from .wire.reply import Reply, Usage, parse_batch_line
+from .wire.request import Options, batch_line, build_request, wire_body
 
 DISCOUNT_PERCENT = round(model_table.BATCH_DISCOUNT * 100)
 #: Batch statuses after which nothing more will happen.
@@ -157,7 +150,7 @@ def submit(session: Session, prompt: str, items: Any, *, model: str | None = Non
     chosen = _batch_model(session, model, sub, prompts, opts, notices)
     prefix = sub.wire()
     full = session._with_defaults(opts, chosen)
-    server = session.client.server
+    server = session.client.detect_server()
     lines = []
     for i, text in enumerate(prompts):
         user = Message.of("user", text)
@@ -166,9 +159,9 @@ def submit(session: Session, prompt: str, items: Any, *, model: str | None = Non
         lines.append(batch_line(_custom_id(i), body))
     data = ("\n".join(lines) + "\n").encode()
     client = session.client
-    uploaded = client.upload_file(data, f"kimi_magic-{session.name}-{len(lines)}.jsonl",
+    uploaded = client.files.upload(data, f"kimi_magic-{session.name}-{len(lines)}.jsonl",
                                   "batch")
-    created = client.create_batch(uploaded["id"], metadata={"session": session.name,
+    created = client.batches.create(uploaded["id"], metadata={"session": session.name,
                                                             "items": str(len(lines))})
     mapping = {
         "items": [_short(v) for v in values],
@@ -208,7 +201,7 @@ def wait(session: Session, job: BatchJob, *, interval: float | None = None,
     every = session.settings.batch_poll_seconds if interval is None else interval
     bar = progress_bar(session, job.items, f"batch {job.id[-8:]}", progress)
     while True:
-        info = session.client.batch(job.id)
+        info = session.client.batches.get(job.id)
         counts = info.get("request_counts") or {}
         done = int(counts.get("completed") or 0) + int(counts.get("failed") or 0)
         status = str(info.get("status") or "")
@@ -242,7 +235,7 @@ def collect(session: Session, batch_id: str | None = None, *, interval: float | 
     replies: dict[str, Reply | KimiError] = {}
     for key in ("output_file_id", "error_file_id"):
         if info.get(key):
-            for raw in client.file_content(info[key]).decode("utf-8", "replace").splitlines():
+            for raw in client.files.content(info[key]).decode("utf-8", "replace").splitlines():
                 if raw.strip():
                     custom_id, outcome = parse_batch_line(json.loads(raw), job.model)
                     replies[custom_id] = outcome

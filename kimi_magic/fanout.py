@@ -27,7 +27,9 @@ from .core.errors import SessionError
 from .core.interpolate import interpolate
 from .core.models import Model
 from .core.session import Session
-from .wire.client import KimiError, Options, Reply, Usage, build_request
+from .wire.errors import KimiError
+from .wire.reply import Reply, Usage
+from .wire.request import Options, build_request
 
 #: Seconds a rate-limit window lasts (Moonshot counts requests per minute).
 WINDOW_SECONDS = 60.0
@@ -224,7 +226,7 @@ class Fanout:
                                   self.notices)
         prefix = sub.wire()
         opts = session._with_defaults(self.options, self.model)
-        server = session.client.server
+        server = session.client.detect_server()
         out = []
         self._sent = []
         for text in self.prompts:

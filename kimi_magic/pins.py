@@ -569,7 +569,7 @@ def _render_file(source: str, path: str, name: str, limit: int,
     elif ext in DOCUMENT_FILES:
         if client is None:
             raise SessionError(f"{path}: documents are re-extracted only by %kimi pin")
-        text = client().extract_file(path)
+        text = client().files.extract(path)
         kind = "document"
         content = _fit_text(text, limit) if text.strip() else "(no text could be extracted)"
     elif ext == ".ipynb":

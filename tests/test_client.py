@@ -7,7 +7,7 @@ import pytest
 from kimi_magic import KimiError, Options, Session, Settings, Store
 from kimi_magic.core.models import resolve
 from kimi_magic.simulator import Simulator
-from kimi_magic.wire.client import build_request
+from kimi_magic.wire.request import build_request
 
 
 @pytest.fixture(scope="module")

@@ -193,7 +193,7 @@ def test_unload_closes_the_client_and_its_fanout_loop(ipython):
     ipython.run_cell("%%kimi --map fruits --out answers\nOne word about {item}.")
     assert len(ipython.user_ns["answers"]) == 2
     client = ipython.magics_manager.registry["KimiMagic"].sessions._client
-    loop = client._loop
+    loop = client.loop
     assert loop is not None and loop.is_running()
     ipython.run_line_magic("unload_ext", "kimi_magic")
     deadline = time.monotonic() + 5

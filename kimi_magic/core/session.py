@@ -18,7 +18,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
-from ..wire.client import KimiClient, KimiError, Options, Reply, Usage, build_request
+from ..wire.client import KimiClient
+from ..wire.errors import KimiError
+from ..wire.reply import Reply, Usage
+from ..wire.request import Options, build_request
 from . import compress as compression
 from . import models as model_table
 from . import tokens
@@ -477,7 +480,7 @@ class Session:
               new: list[Message], notices: list[str], sent: int) -> Reply:
         est = int(sent * self._calibration)
         body = build_request(model, messages, self._with_defaults(opts, model), est,
-                             self.client.server)
+                             self.client.detect_server())
         try:
             return self.client.chat(body, on_delta)
         except KimiError as err:
@@ -491,7 +494,7 @@ class Session:
         messages[:] = list(self.context.wire()) + [new[0].data]
         est = int((self.context.tokens + new[0].tokens) * self._calibration)
         body = build_request(model, messages, self._with_defaults(opts, model), est,
-                             self.client.server)
+                             self.client.detect_server())
         return self.client.chat(body, on_delta)
 
     def _with_defaults(self, opts: Options, model: Model) -> Options:
@@ -691,7 +694,7 @@ class Session:
                 sent = sum(tokens.count_message(m) for m in messages)
             opts = Options(think=False if chosen.thinking == "default" else None,
                            max_completion_tokens=cap)
-            body = build_request(chosen, messages, opts, sent, self.client.server)
+            body = build_request(chosen, messages, opts, sent, self.client.detect_server())
             reply = self.client.chat(body, on_delta)
             u = reply.usage or self._estimated_usage(sent, reply)
             budget = self.settings.verbatim_budget

@@ -43,7 +43,8 @@ from ..core.session import Session
 from ..core.sessions import Sessions
 from ..core.settings import PRESETS, Settings
 from ..core.store import Store
-from ..wire.client import KimiError, Options
+from ..wire.errors import KimiError
+from ..wire.request import Options
 from .display import StreamView, status_bundle, table_bundle
 
 #: Errors that are the user's or the network's, not ours: shown as one line, no traceback.

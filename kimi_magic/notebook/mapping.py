@@ -12,7 +12,7 @@ from .. import batch
 from ..core.errors import SessionError
 from ..core.session import Session
 from ..fanout import Fanout, as_items, pin_results
-from ..wire.client import Options
+from ..wire.request import Options
 from .display import status_bundle
 
 

@@ -20,7 +20,7 @@ import ipywidgets as widgets
 from ..core.errors import SessionError, StoreError
 from ..core.session import Session
 from ..core.sessions import Sessions
-from ..wire.client import KimiError
+from ..wire.errors import KimiError
 
 #: Errors that are the user's or the network's: one line in the widget, never a traceback.
 USER_ERRORS = (KimiError, SessionError, StoreError)
