@@ -158,6 +158,14 @@ class Store:
                ORDER BY c.depth DESC""", (node,)).fetchall()
         return tuple(Message(json.loads(d), json.loads(meta) if meta else None) for d, meta in rows)
 
+    def ancestor(self, node: int | None, steps: int) -> int | None:
+        """The node ``steps`` messages before ``node`` in its chain (None past the start)."""
+        for _ in range(steps):
+            row = self.conn.execute("SELECT parent FROM nodes WHERE id = ?",
+                                    (node,)).fetchone()
+            node = row[0] if row else None
+        return node
+
     def message(self, digest: str | None) -> Message | None:
         if digest is None:
             return None
