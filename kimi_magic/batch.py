@@ -149,7 +149,7 @@ def submit(session: Session, prompt: str, items: Any, *, model: str | None = Non
     sub, notices = sub_context(session)
     chosen = _batch_model(session, model, sub, prompts, opts, notices)
     prefix = sub.wire()
-    full = session._with_defaults(opts, chosen)
+    full = session.request_options(opts, chosen)
     server = session.client.detect_server()
     lines = []
     for i, text in enumerate(prompts):
@@ -252,12 +252,10 @@ def collect(session: Session, batch_id: str | None = None, *, interval: float | 
         outcome = replies.get(_custom_id(i))
         if isinstance(outcome, Reply):
             u = outcome.usage or Usage(exact=False)
-            c = model.cost(u.prompt_tokens, u.cached_tokens, u.completion_tokens,
-                           u.cache_write_tokens, batch=True)
+            c = session.accounting.cost(model, u, batch=True)
             usage.add(u)
             cost = None if c is None or cost is None else cost + c
-            row = session._turn_row("map", job.model, u, c, 0.0)
-            rows.append(row)
+            rows.append(session.accounting.call("map", job.model, u, c, 0.0))
             results.append(_value(i, item, outcome, mapping, failures))
             continue
         if isinstance(outcome, KimiError):
@@ -269,17 +267,15 @@ def collect(session: Session, batch_id: str | None = None, *, interval: float | 
         failures.append(failure)
         results.append(failure)
     recorded = job.collected is None
-    with session.lock:
-        with session.store.transaction() as conn:
-            if recorded:
-                for row in rows:
-                    session.store.record_turn(conn, job.session, row)
-            conn.execute("UPDATE batches SET collected = ?, cost = ?, failed = ? WHERE id = ?",
-                         (time.time(), cost, len(failures), job.id))
-        if recorded and job.session == session.name:
-            session.turns.extend({"session": session.name, **row} for row in rows)
-    if recorded:
-        session._notify("map", job)
+
+    def mark_collected(conn: Any) -> None:
+        conn.execute("UPDATE batches SET collected = ?, cost = ?, failed = ? WHERE id = ?",
+                     (time.time(), cost, len(failures), job.id))
+
+    # A batch's calls are recorded once, with the batch marked collected in the same
+    # transaction, under the session that submitted it.
+    session.record_calls(rows if recorded else [], owner=job.session,
+                         detail=job if recorded else None, also=mark_collected)
     job.collected, job.cost, job.failed = time.time(), cost, len(failures)
     if failures:
         notices.append("Failed lines: " + "; ".join(f"#{f.index} ({_short(f.item, 40)}): "

@@ -7,7 +7,10 @@ default), retried on 429 by the client's own policy. Results come back in input 
 failed item is a ``MapFailure`` (a string saying why) and never sinks the rest. Costs are
 recorded as turns of kind "map", outside the conversation's history.
 
->>> results = map_prompts(session, "Translate to French: {item}", ["cat", "dog"])
+>>> map_prompts(session, "Translate to French: {item}", ["cat", "dog"])  # doctest: +ELLIPSIS
+['Noted. (... to: "Translate to French: cat")', 'Noted. (... to: "Translate to French: dog")']
+>>> [t["kind"] for t in session.turns], session.context.history
+(['map', 'map'], ())
 """
 
 from __future__ import annotations
@@ -177,18 +180,15 @@ def sub_context(session: Session) -> tuple[Context, list[str]]:
 def choose_model(session: Session, requested: str | None, sub: Context, prompts: list[str],
                  opts: Options, notices: list[str]) -> Model:
     """The model for every item (``auto``: by the longest prompt), or a one-line error."""
-    longest = max(prompts, key=len)
-    model = session._choose_model(requested, sub, Message.of("user", longest), opts, notices)
-    if opts.effort and not model.effort:
-        raise SessionError(f"--effort works only on models with a reasoning-effort setting "
-                           f"(kimi-k3); {model.id} has none")
-    return model
+    return session.choose_model(requested, sub, max(prompts, key=len), opts, notices)
 
 
 class Fanout:
     """One ``--map`` run: builds the requests, runs them within the limits, records costs.
 
-    >>> fan = Fanout(session, "Summarise: {item}", texts); results = fan.run(); fan.line()
+    >>> fan = Fanout(session, "Summarise: {item}", texts); results = fan.run()
+    >>> print(fan.line())  # doctest: +ELLIPSIS
+    --map on kimi-k2.6: 2 of 2 items answered · in ... · recorded as 'map' turns, not in the history
     """
 
     def __init__(self, session: Session, prompt: str, items: Any, *, model: str | None = None,
@@ -225,7 +225,7 @@ class Fanout:
         self.model = choose_model(session, self._requested, sub, self.prompts, self.options,
                                   self.notices)
         prefix = sub.wire()
-        opts = session._with_defaults(self.options, self.model)
+        opts = session.request_options(self.options, self.model)
         server = session.client.detect_server()
         out = []
         self._sent = []
@@ -283,16 +283,16 @@ class Fanout:
     def _collect(self, outcomes: list[Reply | KimiError | None], interrupted: bool) -> list[Any]:
         model = self.model
         assert model is not None
-        session = self.session
+        accounting = self.session.accounting
         results: list[Any] = []
         rows = []
         for i, outcome in enumerate(outcomes):
             if isinstance(outcome, Reply):
-                u = outcome.usage or session._estimated_usage(self._sent[i], outcome)
-                cost = session._cost(model, u)
+                u = accounting.usage(outcome, self._sent[i])
+                cost = accounting.cost(model, u)
                 self.usage.add(u)
                 self.cost = None if cost is None or self.cost is None else self.cost + cost
-                rows.append(session._turn_row("map", model.id, u, cost, outcome.seconds))
+                rows.append(accounting.call("map", model.id, u, cost, outcome.seconds))
                 self.replies[i] = outcome
                 results.append(self._value(i, outcome))
             elif isinstance(outcome, KimiError):
@@ -301,12 +301,7 @@ class Fanout:
                 why = "interrupted before it ran" if interrupted else "no result"
                 results.append(self._fail(i, why, "interrupted"))
         if rows:
-            with session.lock:
-                with session.store.transaction() as conn:
-                    for row in rows:
-                        session.store.record_turn(conn, session.name, row)
-                session.turns.extend({"session": session.name, **row} for row in rows)
-            session._notify("map", self)
+            self.session.record_calls(rows, detail=self)
         if interrupted:
             self.notices.append(f"Interrupted: {len(rows)} of {len(outcomes)} items finished; "
                                 "the rest are marked as failures.")

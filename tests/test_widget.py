@@ -233,7 +233,7 @@ def test_busy_while_a_cell_holds_the_session(sessions, dash):
 def test_every_open_dashboard_follows_the_session_until_closed(sessions, dash):
     other = Dashboard(sessions, "default")
     s = sessions.get("default")
-    observers = len(s._observers)
+    observers = len(s.events.observers)
 
     ask_rounds(sessions, 1)          # a cell elsewhere asks
     s.snapshot("elsewhere")
@@ -241,7 +241,7 @@ def test_every_open_dashboard_follows_the_session_until_closed(sessions, dash):
     assert len(dash.snapshot_rows.children) == len(other.snapshot_rows.children) == 1
 
     other.close()
-    assert len(s._observers) == observers - 1
+    assert len(s.events.observers) == observers - 1
     frozen = other.summary.value
     ask_rounds(sessions, 1)
     assert other.summary.value == frozen, "a closed dashboard no longer renders"
@@ -261,7 +261,7 @@ def test_session_selector_switches_what_the_dashboard_shows_and_controls(session
     assert ">Kimi · other<" in dash.summary.value
     dash.snapshot_button.click()
     assert len(other.snapshots) == 1 and sessions.get("default").snapshots == []
-    default_observers = len(sessions.get("default")._observers)
+    default_observers = len(sessions.get("default").events.observers)
     assert default_observers == 0, "switching unsubscribes from the old session"
 
 
@@ -316,7 +316,7 @@ def test_kimi_widget_again_shows_the_same_dashboard_and_unload_closes_it(ipython
     magic = ipython.magics_manager.registry["KimiMagic"]
     first, second = shown_model_id(), shown_model_id()
     assert first == second, "a second view of one dashboard, not a second dashboard"
-    assert len(magic.session._observers) == 1
+    assert len(magic.session.events.observers) == 1
     board = magic._dashboards[magic.session.name]
     ipython.run_line_magic("unload_ext", "kimi_magic")
     assert board.is_closed

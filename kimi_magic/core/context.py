@@ -80,11 +80,6 @@ class Message:
     def json(self) -> str:
         return json.dumps(self.data, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
-    def with_meta(self, **meta: Any) -> Message:
-        m = Message(self.data, {**self.meta, **meta})
-        m._tokens, m._hash = self._tokens, self._hash
-        return m
-
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Message) and self.data == other.data
 
@@ -185,3 +180,17 @@ class Context:
 
     def pin(self, name: str) -> Pin | None:
         return next((p for p in self.pins if p.name == name), None)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A saved context: a reference to immutable messages, so taking one is O(1)."""
+
+    id: int
+    label: str
+    time: float
+    turns: int
+    tokens: int
+    context: Context = field(repr=False)
+    parent: int | None = None
+    auto: bool = False

@@ -70,7 +70,7 @@ class Sessions:
             self._client.close()
         self._client = None
         for s in self.open.values():
-            s._client = None
+            s.drop_client()
 
     def close(self) -> None:
         self.reconnect()

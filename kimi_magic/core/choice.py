@@ -1,0 +1,95 @@
+"""Which model answers: ``ModelChoice`` (a named model, or ``auto``: the cheapest that fits).
+
+``auto`` is resolved by ``pick`` from a token count alone, so anything that knows how big a
+request will be (a turn, a status line, a compress) can ask which model ``auto`` means now.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any
+
+from ..wire.errors import KimiError
+from ..wire.request import Options
+from . import models as model_table
+from .errors import SessionError
+from .models import Model
+from .settings import Settings
+
+#: Output room ``auto`` plans for when the request sets no cap.
+AUTO_OUTPUT_TOKENS = 16_384
+
+
+class ModelChoice:
+    """Resolves model ids against the table, the server's ``/v1/models`` and the overrides.
+
+    ``server_models`` returns the server's model list (it may raise ``KimiError``);
+    ``can_ask`` says whether asking would not need a key the user has not given.
+
+    >>> choice = ModelChoice(Settings(), lambda: {}, lambda: False)
+    >>> choice.model("kimi-k3").context_length
+    1048576
+    >>> choice.pick(2_000_000, 1000)[0].id == max(model_table.MODELS.values(),
+    ...     key=lambda m: m.context_length).id
+    True
+    """
+
+    def __init__(self, settings: Settings, server_models: Callable[[], Mapping[str, Any]],
+                 can_ask: Callable[[], bool]) -> None:
+        self.settings = settings
+        self.server_models = server_models
+        self.can_ask = can_ask
+
+    def model(self, model_id: str | None = None) -> Model:
+        """The effective ``Model`` (table, server's ``/v1/models``, overrides)."""
+        model_id = model_id or self.settings.model
+        server: Mapping[str, Any] = {}
+        if self.can_ask():
+            try:
+                server = self.server_models()
+            except KimiError:
+                server = {}
+        return model_table.resolve(model_id, server, self.settings.model_overrides)
+
+    def pick(self, need: int, out: int) -> tuple[Model, str]:
+        """What ``auto`` means for ``need`` prompt tokens and ``out`` output: model and why."""
+        available = set(self.server_models()) or set(model_table.MODELS)
+        candidates = sorted(
+            (self.model(m) for m in model_table.MODELS if m in available),
+            key=lambda m: (m.cache_miss or 0, m.output or 0))
+        for m in candidates:
+            if need + out <= m.context_length:
+                return m, (f"--model auto picked {m.id}: ~{need:,} + {out:,} tokens fit its "
+                           f"{m.context_length:,}-token window at the lowest price")
+        biggest = max(candidates, key=lambda m: m.context_length)
+        return biggest, (f"--model auto picked {biggest.id}: no window fits ~{need:,} tokens; "
+                         "the context will be compacted")
+
+    def choose(self, requested: str | None, need: int, opts: Options,
+               notices: list[str]) -> Model:
+        """The model for a request of ``need`` tokens, or a one-line ``SessionError``."""
+        requested = requested or self.settings.model
+        if requested == "auto":
+            model, why = self.pick(need, opts.max_completion_tokens or AUTO_OUTPUT_TOKENS)
+            notices.append(why)
+        elif model_table.is_retired(requested):
+            raise SessionError(f"model {requested!r} is retired (Moonshot answers 404); "
+                               "%kimi models lists today's models")
+        else:
+            model = self.model(requested)
+        if opts.effort and not model.effort:
+            raise SessionError(f"--effort works only on models with a reasoning-effort "
+                               f"setting (kimi-k3); {model.id} has none")
+        return model
+
+    def options(self, opts: Options, model: Model) -> Options:
+        """``opts`` with the settings' defaults filled in for ``model``."""
+        s = self.settings
+        return replace(
+            opts,
+            max_completion_tokens=opts.max_completion_tokens or s.max_completion_tokens,
+            think=opts.think if opts.think is not None else s.think,
+            effort=(opts.effort or s.effort) if model.effort else opts.effort,
+            cache_ttl=opts.cache_ttl or s.cache_ttl,
+        )

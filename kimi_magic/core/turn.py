@@ -1,0 +1,279 @@
+"""One turn of the conversation: ``Ask`` prepares, converses (with the tool loop) and records.
+
+Prepare: the context to build on (without the round an earlier run of the same cell made),
+pins re-rendered, the model chosen, compaction first if the request would not fit. Converse:
+call the model, run the tools it asks for, call again, until it answers; a server that says
+the context is too long gets one compaction and one retry. Record: messages, call row,
+archive and head in one transaction, so a failed turn leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Protocol
+
+from ..wire.errors import KimiError
+from ..wire.reply import Reply, Usage
+from ..wire.request import Options, build_request
+from . import models as model_table
+from .compaction import Compaction
+from .context import Context, Message
+from .conversation import Conversation
+from .errors import SessionError
+from .models import Model
+
+
+class Tools(Protocol):
+    """What ``ask(tools=...)`` needs: schemas to send and a way to run one call."""
+
+    specs: list[dict[str, Any]]
+    max_steps: int
+
+    def run(self, call: dict[str, Any]) -> str: ...
+
+
+@dataclass
+class Turn:
+    """What one ``ask`` produced and cost."""
+
+    text: str
+    reasoning: str
+    model: str
+    usage: Usage
+    cost: float | None
+    seconds: float
+    context_tokens: int
+    window: int
+    recorded: bool = True
+    replaced: int | None = None
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+    finish_reason: str | None = None
+
+    @property
+    def exact(self) -> bool:
+        return self.usage.exact
+
+    @property
+    def fill(self) -> float:
+        return self.context_tokens / self.window if self.window else 0.0
+
+    def line(self) -> str:
+        """The compact status line shown under a reply."""
+        u = self.usage
+        mark = "" if u.exact else "~"
+        cached = f" ({mark}{u.cached_tokens:,} cached)" if u.cached_tokens else ""
+        cost = f"${self.cost:.4f}" if self.cost is not None else "cost unknown"
+        kind = "exact" if u.exact else "estimated"
+        return (f"{self.model} · in {mark}{u.prompt_tokens:,}{cached} / out "
+                f"{mark}{u.completion_tokens:,} tokens · {mark}{cost} · context "
+                f"{self.fill:.{1 if self.fill < 0.1 else 0}%} of {self.window:,} · {kind} · "
+                f"{self.seconds:.1f}s")
+
+
+@dataclass
+class Exchange:
+    """One turn's calls in flight: what it adds to ``base`` and what it has cost so far."""
+
+    base: Context
+    new: list[Message]
+    usage: Usage = field(default_factory=lambda: Usage(exact=True))
+    cost: float | None = 0.0
+    seconds: float = 0.0
+    tool_log: list[dict[str, Any]] = field(default_factory=list)
+    reply: Reply = field(default=None)  # type: ignore[assignment]  # set by the first call
+
+
+class Ask:
+    """One ``Session.ask``: call ``run()`` once, under the conversation's lock."""
+
+    def __init__(self, conversation: Conversation, compaction: Compaction,
+                 prompt: str | list[dict[str, Any]], *, model: str | None = None,
+                 options: Options | None = None, once: bool = False,
+                 cell_id: str | None = None,
+                 on_delta: Callable[[str, str], None] | None = None,
+                 tools: Tools | None = None) -> None:
+        if isinstance(prompt, str) and not prompt.strip():
+            raise SessionError("the prompt is empty: write it in the cell body")
+        self.conversation = conversation
+        self.compaction = compaction
+        self.prompt = prompt
+        self.requested = model
+        self.options = replace(options) if options else Options()
+        self.once = once
+        self.cell_id = cell_id
+        self.on_delta = on_delta
+        self.tools = tools
+        self.notices: list[str] = []
+
+    def run(self) -> Turn:
+        """Prepare, converse, record (unless ``once``); the turn."""
+        c = self.conversation
+        base, replaced, replaced_rounds = self.base()
+        user = Message({"role": "user", "content": self.prompt},
+                       {"cell_id": self.cell_id} if self.cell_id else {})
+        chosen = c.choice.choose(self.requested, c.accounting.estimate(base.tokens + user.tokens),
+                                 self.options, self.notices)
+        base = self.compaction.fit(base, user, chosen, self.options, self.notices)
+        ex = self.converse(chosen, base, user)
+        turn = Turn(text=ex.new[-1].text, reasoning=ex.new[-1].reasoning, model=chosen.id,
+                    usage=ex.usage, cost=ex.cost, seconds=ex.seconds, context_tokens=0,
+                    window=chosen.context_length, recorded=not self.once, replaced=replaced,
+                    tool_calls=ex.tool_log, notices=self.notices,
+                    finish_reason=ex.reply.finish_reason)
+        c.last_call = c.clock()
+        if not self.once:
+            self.record(ex, replaced_rounds)
+        turn.context_tokens = c.tokens()
+        if not self.once:
+            if turn.usage.exact and turn.usage.prompt_tokens:
+                c.accounting.calibrate(turn.usage.prompt_tokens,
+                                       c.context.tokens - c.context.history[-1].tokens)
+            line = self.compaction.after_turn(chosen)
+            if line:
+                turn.notices.append(line)
+        c.events.notify("turn", turn)
+        return turn
+
+    # -- prepare --------------------------------------------------------------------------------
+    def base(self) -> tuple[Context, int | None, list[list[Message]]]:
+        """The context to build on, pins refreshed, without this cell's earlier round.
+
+        Returns the context, the replaced round's number (1-based) and that round.
+        """
+        c = self.conversation
+        base, replaced, replaced_rounds = self.without_cell(c.context)
+        if c.refresh_pins is not None:
+            refreshed, pin_notices = c.refresh_pins(base)
+            self.notices += pin_notices
+            if refreshed is not base and base is c.context:
+                # Re-rendered pins describe the data, not the conversation: persist them
+                # now (a failed call or --once keeps them too) and go on building on the
+                # live context, so compacting before sending still applies.
+                refreshed = c.commit(refreshed)
+                c.events.notify("pin", None)
+            base = refreshed
+        return base, replaced, replaced_rounds
+
+    def without_cell(self, ctx: Context) -> tuple[Context, int | None, list[list[Message]]]:
+        """``ctx`` without the round an earlier run of this notebook cell produced."""
+        if not self.cell_id:
+            return ctx, None, []
+        rs = ctx.rounds
+        for i, r in enumerate(rs):
+            if r[0].meta.get("cell_id") == self.cell_id:
+                kept = tuple(m for j, rr in enumerate(rs) if j != i for m in rr)
+                # Re-running the last cell (the usual case) keeps the stored chain and the
+                # cached prefix; replacing an earlier round starts a new chain.
+                node = None
+                if i == len(rs) - 1 and kept and ctx.node is not None:
+                    node = self.conversation.store.ancestor(ctx.node, len(ctx.history) - len(kept))
+                return replace(ctx, history=kept, node=node), i + 1, [r]
+        return ctx, None, []
+
+    # -- converse -------------------------------------------------------------------------------
+    def converse(self, chosen: Model, base: Context, user: Message) -> Exchange:
+        """Call the model (and run its tools, step by step) until it gives a final answer."""
+        c = self.conversation
+        ex = Exchange(base=base, new=[user])
+        messages = list(base.wire()) + [user.data]
+        opts, tools, on_delta = self.options, self.tools, self.on_delta
+        steps = 0
+        while True:
+            sent = ex.base.tokens + sum(m.tokens for m in ex.new)
+            was_current = ex.base is c.context
+            reply = self.call(chosen, messages, opts, ex.base, ex.new, sent)
+            if was_current and ex.base is not c.context:
+                # The server refused the length and call() compacted and retried: the turn
+                # now extends the compacted context, not the one we started from.
+                ex.base = c.context
+            usage = c.accounting.usage(reply, sent)
+            cost = c.accounting.cost(chosen, usage)
+            ex.usage.add(usage)
+            ex.cost = None if cost is None or ex.cost is None else ex.cost + cost
+            ex.seconds += reply.seconds
+            ex.reply = reply
+            assistant = dict(reply.message)
+            if opts.prefix is not None:
+                # Partial mode: the reply excludes the prefix; keep them joined, and never
+                # keep the "partial" flag in history.
+                assistant["content"] = opts.prefix + (assistant.get("content") or "")
+            # Usage rides in meta (never sent) so exports can show what each reply cost.
+            ex.new.append(Message(assistant, {"model": chosen.id, "cost": cost,
+                                              "usage": asdict(usage)}))
+            messages.append(assistant)
+            if not (tools and reply.tool_calls and reply.finish_reason == "tool_calls"):
+                break
+            steps += 1
+            if steps > tools.max_steps:
+                raise SessionError(f"the tool loop passed its limit of {tools.max_steps} "
+                                   "steps; nothing was recorded")
+            opts = replace(opts, prefix=None)
+            for call in reply.tool_calls:
+                result = tools.run(call)
+                ex.tool_log.append({"call": call, "result": result})
+                msg = {"role": "tool", "tool_call_id": call.get("id", ""),
+                       "name": call["function"]["name"], "content": result}
+                ex.new.append(Message(msg))
+                messages.append(msg)
+                if on_delta:
+                    on_delta("tool_result", json.dumps({"name": msg["name"],
+                                                        "result": result[:200]}))
+        searches = sum(1 for t in ex.tool_log
+                       if t["call"].get("function", {}).get("name") == "$web_search")
+        if searches:
+            # Billed per call on top of tokens; kept in the turn's cost.
+            web_usd = searches * model_table.WEB_SEARCH_USD
+            ex.cost = None if ex.cost is None else ex.cost + web_usd
+            self.notices.append(f"$web_search: {searches} call{'s' if searches > 1 else ''}, "
+                                f"billed ${model_table.WEB_SEARCH_USD} each (${web_usd:.3f}, "
+                                "included in the cost)")
+        return ex
+
+    def call(self, model: Model, messages: list[dict[str, Any]], opts: Options, base: Context,
+             new: list[Message], sent: int) -> Reply:
+        """One request; on the server's token-limit error, compact once and retry."""
+        c = self.conversation
+        full = c.choice.options(opts, model)
+        body = build_request(model, messages, full, c.accounting.estimate(sent),
+                             c.client.detect_server())
+        try:
+            return c.client.chat(body, self.on_delta)
+        except KimiError as err:
+            if err.kind != "token_limit" or c.settings.compact_mode == "off" or len(new) > 1:
+                raise
+            if not base.history or base is not c.context:
+                raise
+        # The server counted more than we estimated: compact once and try again.
+        self.notices.append("The server said the context is too long; compacted and retried "
+                            "once.")
+        c.compact(model, reason="token limit from the server")
+        messages[:] = list(c.context.wire()) + [new[0].data]
+        est = c.accounting.estimate(c.context.tokens + new[0].tokens)
+        body = build_request(model, messages, full, est, c.client.detect_server())
+        return c.client.chat(body, self.on_delta)
+
+    # -- record ---------------------------------------------------------------------------------
+    def record(self, ex: Exchange, replaced_rounds: list[list[Message]]) -> None:
+        """Commit the turn — messages, call row, archive of a replaced round, head — at once."""
+        c = self.conversation
+        acc = c.accounting
+        row = acc.call("chat", ex.reply.model, ex.usage, ex.cost, ex.seconds, self.cell_id)
+        exact_tokens = None
+        if ex.reply.usage is not None and ex.usage.exact:
+            exact_tokens = ex.reply.usage.prompt_tokens + ex.reply.usage.completion_tokens
+        with c.store.transaction() as conn:
+            base = c.store.ensure_chain(conn, ex.base)
+            node = c.store.append(conn, base.node if base.history else None, ex.new)
+            after = replace(base.append(*ex.new), node=node)
+            if replaced_rounds:
+                c.store.archive(conn, c.name, "replaced", replaced_rounds)
+            row["context_tokens"] = exact_tokens or acc.estimate(after.tokens)
+            acc.write(c.store, conn, c.name, [row])
+            c.context = after
+            c.store.save_head(conn, c.name, after, c.settings.model, c.state())
+        acc.remember(c.name, [row])
+        if exact_tokens is not None:
+            acc.counted(after, exact_tokens)
