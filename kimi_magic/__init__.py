@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .core.context import Context, Message, Pin
-from .core.errors import SessionError
+from .core.errors import SessionError, SettingError
 from .core.session import CompressResult, Session, Snapshot, Turn
 from .core.settings import Settings
 from .core.store import Store
@@ -21,8 +21,8 @@ from .wire.errors import KimiError
 from .wire.request import Options
 
 __all__ = ["Context", "CompressResult", "Fanout", "KimiClient", "KimiError", "MapFailure",
-           "Message", "Options", "Pin", "Session", "SessionError", "Settings", "Snapshot",
-           "Store", "Turn", "load_ipython_extension", "map_prompts", "tool",
+           "Message", "Options", "Pin", "Session", "SessionError", "SettingError", "Settings",
+           "Snapshot", "Store", "Turn", "load_ipython_extension", "map_prompts", "tool",
            "unload_ipython_extension"]
 __version__ = "0.1.0"
 

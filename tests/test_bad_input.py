@@ -57,7 +57,8 @@ BAD_CELLS = [
     ("%kimi tool no_such_function", "no_such_function"),
 ]
 
-#: (setting, bad value) for %config: refused with one logged line, the old value kept.
+#: (setting, bad value as typed after ``%config KimiMagic.NAME = ``): refused with one logged
+#: line, the old value kept. Every setting has at least one (test_every_setting_has_a_bad_value).
 BAD_CONFIG = [
     ("compact_mode", '"nonsense"'),
     ("preset", '"lavish"'),
@@ -69,6 +70,34 @@ BAD_CONFIG = [
     ("compact_at", "-1.0"),
     ("timeout", '"soon"'),
     ("server", '"mainframe"'),
+    ("api_key", "42"),
+    ("base_url", '"api.moonshot.ai/v1"'),
+    ("model", '"kimi-k2-0905-preview"'),
+    ("model", '""'),
+    ("system", "None"),
+    ("max_completion_tokens", '"lots"'),
+    ("think", '"yes"'),
+    ("compact_at", "0"),
+    ("summary_tokens", "0"),
+    ("verbatim_budget", "-1"),
+    ("pin_budget", "0"),
+    ("cache_ttl", '"2h"'),
+    ("timeout", "0"),
+    ("max_retries", "-1"),
+    ("retry_base", "-0.5"),
+    ("model_overrides", '{"kimi-k2.6": {"bogus": 1}}'),
+    ("model_overrides", '{"kimi-k2.6": {"context_length": "big"}}'),
+    ("model_overrides", '{"kimi-k2.6": {"output": -4.0}}'),
+    ("model_overrides", '{"kimi-k2.6": {"thinking": "sometimes"}}'),
+    ("model_overrides", '{"kimi-k2.6": 5}'),
+    ("model_overrides", '["kimi-k2.6"]'),
+    ("tool_steps", "-3"),
+    ("tool_steps", "0"),
+    ("map_concurrency", "0"),
+    ("map_rpm", "-1"),
+    ("batch_poll_seconds", "-1.0"),
+    ("store_path", "5"),
+    ("auto_widget", '"sometimes"'),
 ]
 
 
@@ -131,6 +160,11 @@ def test_bad_config_values_are_refused_and_keep_the_old_value(shell, sim, name, 
     with pytest.warns(UserWarning, match=f"ignoring the setting KimiMagic.{name}"):
         assert shell.run_cell("%reload_ext kimi_magic").success
     assert shell.run_cell("%%kimi\nWhat is my favourite number?").success
+
+
+def test_every_setting_has_a_bad_value(ipython):
+    magic = ipython.magics_manager.registry["KimiMagic"]
+    assert {name for name, _ in BAD_CONFIG} == set(magic.trait_names(config=True))
 
 
 def test_recall_of_blank_words_finds_nothing_and_changes_nothing(shell, sim):

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from IPython.utils.capture import capture_output
+import ast
 
-DEFAULT_SYSTEM = "You are Kimi, a helpful assistant working inside a Jupyter notebook."
+import pytest
+from IPython.utils.capture import capture_output
+from test_bad_input import BAD_CONFIG
+
+from kimi_magic import SettingError, Settings
+from kimi_magic.core.settings import DEFAULT_SYSTEM, SETTINGS
 
 
 def chats(sim) -> list[dict]:
@@ -55,3 +60,65 @@ def test_a_resumed_session_keeps_its_prompt_and_new_ones_take_the_default(ipytho
     run(ipython, "%%kimi -s fresh\nHello")
     assert sent_system(sim) == "Answer in French."
     assert magic(ipython).sessions.settings.system == "Answer in French."
+
+
+def test_auto_is_a_model_setting(ipython, sim):
+    run(ipython, '%config KimiMagic.model = "auto"')
+    assert magic(ipython).sessions.settings.model == "auto"
+    run(ipython, "%%kimi\nHello")
+    assert chats(sim)[-1]["model"] == "kimi-k2.6", "auto picks the cheapest model that fits"
+
+
+def test_preset_none_restores_what_the_preset_changed(ipython, sim):
+    run(ipython, "%config KimiMagic.compact_at = 0.5")
+    run(ipython, '%config KimiMagic.preset = "economy"')
+    settings = magic(ipython).sessions.settings
+    assert (settings.compact_at, settings.keep_rounds, settings.cache_ttl) == (32_000, 2, "1h")
+    run(ipython, "%config KimiMagic.verbatim_budget = 100")  # not the preset's: stays
+    run(ipython, "%config KimiMagic.keep_rounds = 4")  # changed after the preset: stays
+
+    run(ipython, "%config KimiMagic.preset = None")
+    assert (settings.compact_mode, settings.compact_at, settings.keep_rounds,
+            settings.cache_ttl, settings.verbatim_budget) == ("compress", 0.5, 4, None, 100)
+    assert (magic(ipython).compact_at, magic(ipython).cache_ttl) == (0.5, None)
+    run(ipython, "%%kimi\nHello")
+    assert "prompt_cache_options" not in chats(sim)[-1], "the 1-hour cache is no longer asked"
+
+
+#: The bad values of test_bad_input, as plain Python passes them (the notebook's own
+#: settings — preset, store_path, auto_widget — are not ``Settings`` fields).
+PLAIN_BAD = [(name, ast.literal_eval(value)) for name, value in BAD_CONFIG
+             if name in {s.name for s in SETTINGS}]
+
+
+@pytest.mark.parametrize("name, value", PLAIN_BAD)
+def test_plain_settings_refuse_what_config_refuses(name, value):
+    with pytest.raises(SettingError, match=name) as refused:
+        Settings(**{name: value})
+    assert "\n" not in str(refused.value)
+    settings = Settings()
+    old = getattr(settings, name)
+    with pytest.raises(SettingError, match=name):
+        setattr(settings, name, value)
+    assert getattr(settings, name) == old
+
+
+def test_plain_settings_keep_their_constructors(monkeypatch):
+    monkeypatch.setenv("MOONSHOT_API_KEY", "sk-plain-0123")
+    monkeypatch.setenv("MOONSHOT_MODEL", "kimi-k3")
+    s = Settings.from_env(keep_rounds=5)
+    assert (s.api_key, s.model, s.keep_rounds) == ("sk-plain-0123", "kimi-k3", 5)
+    assert "sk-plain-0123" not in repr(s) and "api_key" not in s.public()
+    economy = Settings.from_preset("economy", keep_rounds=1)
+    assert (economy.compact_at, economy.cache_ttl, economy.keep_rounds) == (32_000, "1h", 1)
+    assert Settings(model="auto", max_completion_tokens=None, think=False).model == "auto"
+    with pytest.raises(SettingError, match="no preset 'lavish'"):
+        Settings.from_preset("lavish")
+    with pytest.raises(AttributeError, match="no setting 'compact_mod'"):
+        s.compact_mod = "off"  # a typo is not silently a new attribute
+
+
+def test_a_bad_value_in_the_environment_is_named(monkeypatch):
+    monkeypatch.setenv("MOONSHOT_BASE_URL", "api.moonshot.ai")
+    with pytest.raises(SettingError, match="base_url must start with http"):
+        Settings.from_env()

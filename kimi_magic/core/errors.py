@@ -9,3 +9,7 @@ class SessionError(Exception):
 
 class StoreError(Exception):
     """The store could not be opened or written (one line for the user)."""
+
+
+class SettingError(SessionError, ValueError):
+    """A setting refused where it is declared (one line; the old value stays)."""

@@ -8,7 +8,7 @@ and the only place model ids and prices live. Override any entry with
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 #: When the figures below were last checked against Moonshot's published pages.
@@ -100,6 +100,51 @@ RETIRED_PREFIXES = ("kimi-k2-", "kimi-k2.5", "kimi-latest", "moonshot-v1-")
 UNKNOWN_CONTEXT_LENGTH = 8_192
 
 EFFORTS = ("low", "high", "max")
+
+#: What ``Model.thinking`` may be.
+THINKING = ("default", "always", "never")
+
+
+def check_overrides(overrides: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """``model_overrides`` as ``resolve`` applies them, or ``ValueError`` naming what is wrong.
+
+    >>> check_overrides({"kimi-k2.6": {"bogus": 1}})
+    Traceback (most recent call last):
+    ...
+    ValueError: ['kimi-k2.6'] has no field 'bogus'; fields: context_length, thinking, \
+effort, batch, images, cache_hit, cache_miss, output, cache_write, cache_write_long, \
+context_from_server
+    """
+    names = [f.name for f in fields(Model) if f.name != "id"]
+    checked: dict[str, dict[str, Any]] = {}
+    for model_id, extra in overrides.items():
+        where = f"[{model_id!r}]"
+        if not isinstance(model_id, str) or not model_id.strip():
+            raise ValueError(f"keys must be model ids, not {model_id!r}")
+        if not isinstance(extra, Mapping):
+            raise ValueError(f"{where} must be a dict of Model fields, e.g. "
+                             f"{{'output': 14.0}}, not {extra!r}")
+        for key, value in extra.items():
+            if key not in names:
+                raise ValueError(f"{where} has no field {key!r}; fields: {', '.join(names)}")
+            _check_field(f"{where}[{key!r}]", key, value)
+        checked[model_id] = dict(extra)
+    return checked
+
+
+def _check_field(where: str, key: str, value: Any) -> None:
+    default = next(f.default for f in fields(Model) if f.name == key)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if key == "context_length":
+        ok, want = number and int(value) == value and value > 0, "a positive whole number"
+    elif key == "thinking":
+        ok, want = value in THINKING, " or ".join(map(repr, THINKING))
+    elif isinstance(default, bool):
+        ok, want = isinstance(value, bool), "True or False"
+    else:  # prices in USD per million tokens
+        ok, want = value is None or (number and value >= 0), "a price of 0 or more, or None"
+    if not ok:
+        raise ValueError(f"{where} must be {want}, not {value!r}")
 
 
 def is_retired(model_id: str) -> bool:

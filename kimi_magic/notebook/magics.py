@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import shlex
 import time
-from dataclasses import fields
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -22,128 +21,36 @@ from IPython.core.magic_arguments import (
     parse_argstring,
 )
 from IPython.display import display
-from traitlets import (
-    Bool,
-    Dict,
-    Enum,
-    Float,
-    Int,
-    TraitError,
-    TraitType,
-    Unicode,
-    observe,
-    validate,
-)
-from traitlets.config import Configurable
+from traitlets import observe
 
 from ..core import models as model_table
 from ..core.errors import SessionError, StoreError
 from ..core.interpolate import interpolate
 from ..core.session import Session
 from ..core.sessions import Sessions
-from ..core.settings import PRESETS, Settings
+from ..core.settings import PRESETS, SETTINGS, SETTINGS_BY_NAME, Settings
 from ..core.store import Store
 from ..wire.errors import KimiError
 from ..wire.request import Options
+from .config import SettingTraits
 from .display import StreamView, status_bundle, table_bundle
 
 #: Errors that are the user's or the network's, not ours: shown as one line, no traceback.
 USER_ERRORS = (KimiError, SessionError, StoreError)
 
 
-class HiddenStr(str):
-    """A string whose repr never shows it: what ``%config KimiMagic`` prints for the key."""
+@magics_class
+class KimiMagic(Magics, SettingTraits):
+    """Chat with Kimi from a notebook; the kernel keeps and manages the context.
 
-    def __repr__(self) -> str:
-        return "'<set, hidden>'" if self else "''"
-
-
-class Secret(Unicode):
-    """A string trait whose value always reprs as hidden, however it was set.
-
-    Wrapping in ``validate`` (not a cross-validator, which traitlets defers while loading
-    config) means no path — constructor, ``%config``, ``update_config`` — stores a bare str.
+    Its settings (``%config KimiMagic``) are generated from the core's declarations
+    (``core/settings.py``, ``notebook/config.py``): each carries its help, its default and
+    the validation plain ``Settings`` applies.
     """
 
-    def validate(self, obj: Any, value: Any) -> HiddenStr:
-        return HiddenStr(super().validate(obj, value) or "")
-
-
-class _OptionalInt(TraitType):
-    default_value = None
-    info_text = "an integer or None"
-
-    def validate(self, obj: Any, value: Any) -> int | None:
-        if value is None:
-            return None
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
-        self.error(obj, value)
-
-
-@magics_class
-class KimiMagic(Magics, Configurable):
-    """Chat with Kimi from a notebook; the kernel keeps and manages the context."""
-
-    api_key = Secret("", help="Moonshot API key (default: $MOONSHOT_API_KEY). Never shown, "
-                      "logged or stored.").tag(config=True)
-    base_url = Unicode(help="OpenAI-compatible base URL (default: $MOONSHOT_BASE_URL or "
-                       "https://api.moonshot.ai/v1).").tag(config=True)
-    model = Unicode(help="Model id, or 'auto' for the cheapest whose window fits "
-                    "(default: $MOONSHOT_MODEL or kimi-k2.6).").tag(config=True)
-    system = Unicode(Settings.system, help="System prompt of sessions opened from now on; "
-                     "open and stored sessions keep theirs (%%kimi --system TEXT sets one "
-                     "session's own).").tag(config=True)
-    max_completion_tokens = _OptionalInt(help="Output cap per call (None: 32768, clamped so "
-                                         "input + output fit the window).").tag(config=True)
-    think = Bool(None, allow_none=True, help="Thinking on kimi-k2.6 (None: the model's "
-                 "default).").tag(config=True)
-    effort = Unicode(None, allow_none=True, help="kimi-k3 reasoning effort: low, high or "
-                     "max.").tag(config=True)
-    compact_at = Float(0.7, help="Auto-compact past this fraction of the window (<= 1) or "
-                       "this many tokens (> 1).").tag(config=True)
-    compact_mode = Enum(["compress", "truncate", "off"], "compress",
-                        help="What auto-compaction does.").tag(config=True)
-    keep_rounds = Int(3, help="Rounds kept verbatim when compacting.").tag(config=True)
-    verbatim_budget = Int(4000, help="Tokens the compress fact check may spend restoring "
-                          "facts.").tag(config=True)
-    summary_tokens = Int(6000, help="Longest summary compress asks for (it aims at ~4:1).",
-                         ).tag(config=True)
-    preset = Unicode(None, allow_none=True, help="Apply a named group of settings at once: "
-                     "'economy' (compress past 32K tokens, keep 2 rounds, 1-hour cache; "
-                     "about 65% cheaper on long sessions, every fact kept)."
-                     ).tag(config=True)
-    pin_budget = Float(0.25, help="Total pin budget: fraction of the window (<= 1) or "
-                       "tokens.").tag(config=True)
-    cache_ttl = Unicode(None, allow_none=True, help="None for Kimi's 5-minute prompt cache, "
-                        "'1h' to request the 1-hour TTL.").tag(config=True)
-    server = Enum(["auto", "moonshot", "vllm", "llama.cpp", "openai"], "auto",
-                  help="Server dialect (decides e.g. max_tokens vs max_completion_tokens); "
-                  "'auto' detects it.").tag(config=True)
-    timeout = Float(600.0, help="Seconds to wait for a reply.").tag(config=True)
-    max_retries = Int(4, help="Retries for rate limits, overload and 5xx.").tag(config=True)
-    retry_base = Float(1.0, help="First backoff in seconds (doubles, with jitter)."
-                       ).tag(config=True)
-    model_overrides = Dict(help="Per-model overrides of the model table, e.g. "
-                           "{'kimi-k3': {'output': 14.0}}.").tag(config=True)
-    store_path = Unicode(None, allow_none=True, help="SQLite store (default: "
-                         "$KIMI_MAGIC_STORE or the user data directory).").tag(config=True)
-    auto_widget = Bool(False, help="Show the dashboard after the first %%kimi cell."
-                       ).tag(config=True)
-    tool_steps = Int(8, help="Tool calls the model may make in one turn (--tools)."
-                     ).tag(config=True)
-    map_concurrency = Int(1, help="--map requests in flight at once (tier-0 accounts: 1)."
-                          ).tag(config=True)
-    map_rpm = Int(3, help="--map requests started per 60 s (tier 0: 3; 0: no limit)."
-                  ).tag(config=True)
-    batch_poll_seconds = Float(30.0, help="Seconds between Batch API polls (--batch)."
-                               ).tag(config=True)
-
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
-        env = Settings.from_env()
-        kwargs.setdefault("api_key", env.api_key)
-        kwargs.setdefault("base_url", env.base_url)
-        kwargs.setdefault("model", env.model)
+        #: What the current preset replaced, restored when the preset is set to None.
+        self._before_preset: dict[str, Any] = {}
         super().__init__(shell=shell, **kwargs)
         self.sessions = Sessions(self._settings())
         self.sessions.on_open.append(self._wire_session)
@@ -154,58 +61,33 @@ class KimiMagic(Magics, Configurable):
         self.last_turn: Any = None
 
     # -- configuration ------------------------------------------------------------------
-    # %config reports a TraitError as one line and keeps the old value: say what is allowed.
-    @validate("keep_rounds", "verbatim_budget", "max_retries", "retry_base", "summary_tokens")
-    def _not_negative(self, proposal: Any) -> Any:
-        if proposal["value"] < 0:
-            raise TraitError(f"KimiMagic.{proposal['trait'].name} must be 0 or more, not "
-                             f"{proposal['value']!r}")
-        return proposal["value"]
-
-    @validate("compact_at", "pin_budget", "timeout")
-    def _positive(self, proposal: Any) -> Any:
-        if proposal["value"] <= 0:
-            raise TraitError(f"KimiMagic.{proposal['trait'].name} must be more than 0, not "
-                             f"{proposal['value']!r}")
-        return proposal["value"]
-
-    @validate("preset")
-    def _known_preset(self, proposal: Any) -> str | None:
-        if proposal["value"] not in (None, *PRESETS):
-            raise TraitError(f"KimiMagic.preset must be one of {', '.join(PRESETS)} or None, "
-                             f"not {proposal['value']!r}")
-        return proposal["value"]
-
     @observe("preset")
     def _apply_preset(self, change: Any) -> None:
-        for name, value in PRESETS.get(change["new"] or "", {}).items():
+        # Only what still holds the old preset's value goes back: a setting the user changed
+        # after applying the preset keeps the user's value.
+        old = PRESETS.get(change["old"] or "", {})
+        for name, value in self._before_preset.items():
+            if getattr(self, name) == old.get(name):
+                setattr(self, name, value)
+        new = PRESETS.get(change["new"] or "", {})
+        self._before_preset = {name: getattr(self, name) for name in new}
+        for name, value in new.items():
             setattr(self, name, value)
 
-    @validate("effort")
-    def _known_effort(self, proposal: Any) -> str | None:
-        if proposal["value"] not in (None, *model_table.EFFORTS):
-            raise TraitError(f"KimiMagic.effort must be one of {', '.join(model_table.EFFORTS)}"
-                             f" or None, not {proposal['value']!r}")
-        return proposal["value"]
-
-    @observe(*[f.name for f in fields(Settings)], "store_path")
+    @observe(*[s.name for s in SETTINGS], "store_path")
     def _settings_changed(self, change: Any) -> None:
         if not hasattr(self, "sessions"):
             return
         if change["name"] == "store_path":
             self.sessions.use_store(Store(change["new"]) if change["new"] else Store())
             return
-        value = change["new"]
-        if change["name"] == "api_key":
-            value = str(value)
-        setattr(self.sessions.settings, change["name"], value)
-        if change["name"] in ("api_key", "base_url", "server", "timeout", "max_retries",
-                              "retry_base"):
+        spec = SETTINGS_BY_NAME[change["name"]]
+        setattr(self.sessions.settings, spec.name, change["new"])
+        if spec.reconnect:
             self.sessions.reconnect()
 
     def _settings(self) -> Settings:
-        return Settings(**{f.name: (str(getattr(self, f.name)) if f.name == "api_key"
-                                    else getattr(self, f.name)) for f in fields(Settings)})
+        return Settings(**{s.name: getattr(self, s.name) for s in SETTINGS})
 
     def _wire_session(self, session: Session) -> None:
         from .. import pins
