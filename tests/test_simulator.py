@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
-import statistics
+import socket
 import subprocess
 import sys
 import threading
@@ -750,15 +750,14 @@ def test_batch_refuses_models_without_batch_support(client):
 # --- transport ----------------------------------------------------------------------------
 
 def test_keep_alive_and_no_nagle_stall(client, sim):
-    client.chat.completions.create(model=K26, messages=[user("warm up")])
-    times = []
+    # What makes a small request fast is structural, so that is what is checked (timings
+    # belong to the benchmarks): one reused keep-alive connection, and TCP_NODELAY on the
+    # server's socket, so no 40 ms Nagle/delayed-ACK stall can occur.
     for i in range(20):
-        start = time.perf_counter()
         client.chat.completions.create(model=K26, messages=[user(f"ping {i}")])
-        times.append(time.perf_counter() - start)
-    assert statistics.median(times) < 0.015
-    assert sum(times) < 20 * 0.040
     assert len(sim._connections) == 1  # every call reused one keep-alive connection
+    (conn,) = sim._connections
+    assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
 
 
 def test_raw_keep_alive_framing(sim):
