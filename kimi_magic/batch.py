@@ -31,14 +31,6 @@ DISCOUNT_PERCENT = round(model_table.BATCH_DISCOUNT * 100)
 #: Batch statuses after which nothing more will happen.
 FINAL = ("completed", "failed", "expired", "cancelled")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS batches (
-    id TEXT PRIMARY KEY, session TEXT, created REAL, model TEXT, items INTEGER,
-    status TEXT, input_file TEXT, output_file TEXT, error_file TEXT, mapping TEXT,
-    out TEXT, source TEXT, collected REAL, cost REAL, failed INTEGER)
-"""
-
-
 @dataclass
 class BatchJob:
     """A submitted batch as the store remembers it."""
@@ -80,30 +72,15 @@ class BatchSummary:
                 f"price{again}")
 
 
-def _table(store: Store) -> None:
-    with store.transaction() as conn:
-        conn.execute(_SCHEMA)
-
-
-def _job(row: tuple[Any, ...], cols: list[str]) -> BatchJob:
-    d = dict(zip(cols, row, strict=True))
-    return BatchJob(d["id"], d["session"], d["created"], d["model"], d["items"], d["status"],
-                    json.loads(d["mapping"] or "{}"), d["out"], d["source"], d["collected"],
-                    d["cost"], d["failed"])
+def _job(row: dict[str, Any]) -> BatchJob:
+    return BatchJob(row["id"], row["session"], row["created"], row["model"], row["items"],
+                    row["status"], row["mapping"], row["out"], row["source"], row["collected"],
+                    row["cost"], row["failed"])
 
 
 def jobs(store: Store, session: str | None = None) -> list[BatchJob]:
     """Batches in the store, newest first (all sessions unless one is named)."""
-    _table(store)
-    sql = ("SELECT id, session, created, model, items, status, mapping, out, source, "
-           "collected, cost, failed FROM batches")
-    params: tuple[Any, ...] = ()
-    if session is not None:
-        sql += " WHERE session = ?"
-        params = (session,)
-    cur = store.conn.execute(sql + " ORDER BY created DESC", params)
-    cols = [c[0] for c in cur.description]
-    return [_job(r, cols) for r in cur.fetchall()]
+    return [_job(r) for r in store.batches(session)]
 
 
 def find(store: Store, batch_id: str | None = None) -> BatchJob:
@@ -171,13 +148,11 @@ def submit(session: Session, prompt: str, items: Any, *, model: str | None = Non
     }
     job = BatchJob(created["id"], session.name, time.time(), chosen.id, len(lines),
                    str(created.get("status") or "validating"), mapping, out, source)
-    _table(session.store)
     with session.store.transaction() as conn:
-        conn.execute(
-            "INSERT INTO batches(id, session, created, model, items, status, input_file, "
-            "mapping, out, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (job.id, job.session, job.created, job.model, job.items, job.status,
-             uploaded["id"], json.dumps(mapping, default=str), out, source))
+        session.store.add_batch(conn, {
+            "id": job.id, "session": job.session, "created": job.created, "model": job.model,
+            "items": job.items, "status": job.status, "input_file": uploaded["id"],
+            "mapping": mapping, "out": out, "source": source})
     return job
 
 
@@ -205,20 +180,16 @@ def wait(session: Session, job: BatchJob, *, interval: float | None = None,
         counts = info.get("request_counts") or {}
         done = int(counts.get("completed") or 0) + int(counts.get("failed") or 0)
         status = str(info.get("status") or "")
-        _update(session.store, job.id, status=status, output_file=info.get("output_file_id"),
-                error_file=info.get("error_file_id"))
+        with session.store.transaction() as conn:
+            session.store.update_batch(conn, job.id, status=status,
+                                       output_file=info.get("output_file_id"),
+                                       error_file=info.get("error_file_id"))
         job.status = status
         if status in FINAL:
             bar.close(done, int(counts.get("failed") or 0), status)
             return info
         bar.update(done, int(counts.get("failed") or 0), status)
         sleep(every)
-
-
-def _update(store: Store, batch_id: str, **values: Any) -> None:
-    cols = ", ".join(f"{k} = ?" for k in values)
-    with store.transaction() as conn:
-        conn.execute(f"UPDATE batches SET {cols} WHERE id = ?", (*values.values(), batch_id))
 
 
 def collect(session: Session, batch_id: str | None = None, *, interval: float | None = None,
@@ -269,8 +240,8 @@ def collect(session: Session, batch_id: str | None = None, *, interval: float | 
     recorded = job.collected is None
 
     def mark_collected(conn: Any) -> None:
-        conn.execute("UPDATE batches SET collected = ?, cost = ?, failed = ? WHERE id = ?",
-                     (time.time(), cost, len(failures), job.id))
+        session.store.update_batch(conn, job.id, collected=time.time(), cost=cost,
+                                   failed=len(failures))
 
     # A batch's calls are recorded once, with the batch marked collected in the same
     # transaction, under the session that submitted it.

@@ -4,7 +4,9 @@ Messages are stored once, by content hash; history is a chain of nodes with pare
 (so a snapshot row is a pointer, and forks after a rollback share their common past).
 Every completed turn is one transaction, so a crash leaves the store at the last completed
 turn. WAL mode and a busy timeout let two kernels share a file. Archived rounds are indexed
-with FTS5 for recall. The API key is never written here.
+with FTS5 for recall; submitted Batch API jobs are kept for ``%kimi batches collect``.
+Every table is created and changed by the numbered steps in ``migrations``, run on open.
+The API key is never written here.
 """
 
 from __future__ import annotations
@@ -20,36 +22,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from . import migrations
 from .context import Context, Message, Pin
 from .errors import StoreError
 
-SCHEMA_VERSION = 1
+#: The schema version this code writes (see ``migrations``).
+SCHEMA_VERSION = migrations.latest()
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE IF NOT EXISTS messages (hash TEXT PRIMARY KEY, data TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS nodes (
-    id INTEGER PRIMARY KEY, parent INTEGER REFERENCES nodes(id),
-    hash TEXT NOT NULL REFERENCES messages(hash), meta TEXT);
-CREATE TABLE IF NOT EXISTS sessions (
-    name TEXT PRIMARY KEY, created REAL, updated REAL, model TEXT, head TEXT, state TEXT);
-CREATE TABLE IF NOT EXISTS turns (
-    id INTEGER PRIMARY KEY, session TEXT, time REAL, kind TEXT, model TEXT,
-    prompt_tokens INTEGER, cached_tokens INTEGER, cache_write_tokens INTEGER,
-    completion_tokens INTEGER, cost REAL, seconds REAL, exact INTEGER, context_tokens INTEGER,
-    cell_id TEXT);
-CREATE TABLE IF NOT EXISTS snapshots (
-    id INTEGER PRIMARY KEY, session TEXT, label TEXT, time REAL, turns INTEGER,
-    tokens INTEGER, context TEXT, parent INTEGER, auto INTEGER DEFAULT 0);
-CREATE TABLE IF NOT EXISTS archive (
-    id INTEGER PRIMARY KEY, session TEXT, time REAL, reason TEXT, text TEXT, hashes TEXT);
-CREATE VIRTUAL TABLE IF NOT EXISTS archive_fts USING fts5(
-    text, content='archive', content_rowid='id');
-CREATE TRIGGER IF NOT EXISTS archive_ai AFTER INSERT ON archive BEGIN
-    INSERT INTO archive_fts(rowid, text) VALUES (new.id, new.text); END;
-CREATE INDEX IF NOT EXISTS turns_session ON turns(session);
-CREATE INDEX IF NOT EXISTS snapshots_session ON snapshots(session);
-"""
+#: Columns of ``batches`` that collecting and polling may change.
+_BATCH_UPDATES = ("status", "output_file", "error_file", "collected", "cost", "failed")
 
 
 def default_path() -> Path:
@@ -101,10 +82,9 @@ class Store:
                 conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
-            conn.executescript(_SCHEMA)
-            conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            migrations.migrate(conn, self.path)
             conn.execute("SELECT count(*) FROM sessions").fetchone()
-        except sqlite3.DatabaseError:
+        except BaseException:
             conn.close()
             raise
         return conn
@@ -230,13 +210,6 @@ class Store:
         keys = ("name", "created", "updated", "model", "turns", "cost", "snapshots")
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
-    def delete_session(self, name: str) -> None:
-        with self.transaction() as conn:
-            for table in ("sessions", "turns", "snapshots", "archive"):
-                column = "name" if table == "sessions" else "session"
-                conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (name,))
-            conn.execute("INSERT INTO archive_fts(archive_fts) VALUES ('rebuild')")
-
     # -- turns ----------------------------------------------------------------------------
     def record_turn(self, conn: sqlite3.Connection, session: str, row: dict[str, Any]) -> None:
         conn.execute(
@@ -298,6 +271,40 @@ class Store:
         rows = self.conn.execute("SELECT id, reason, text FROM archive WHERE session = ? "
                                  "ORDER BY id", (session,)).fetchall()
         return [{"id": r[0], "reason": r[1], "text": r[2]} for r in rows]
+
+    # -- batches ----------------------------------------------------------------------------
+    def add_batch(self, conn: sqlite3.Connection, job: dict[str, Any]) -> None:
+        """Remember a submitted batch (``id``, ``session``, ``created``, ``model``, ``items``,
+        ``status``, ``input_file``, ``mapping``, ``out``, ``source``)."""
+        conn.execute(
+            "INSERT INTO batches(id, session, created, model, items, status, input_file, "
+            "mapping, out, source) VALUES (:id, :session, :created, :model, :items, :status, "
+            ":input_file, :mapping, :out, :source)",
+            {**job, "mapping": json.dumps(job["mapping"], default=str)})
+
+    def batches(self, session: str | None = None) -> list[dict[str, Any]]:
+        """Batches newest first (all sessions unless one is named), ``mapping`` parsed."""
+        sql = ("SELECT id, session, created, model, items, status, mapping, out, source, "
+               "collected, cost, failed FROM batches")
+        params: tuple[Any, ...] = ()
+        if session is not None:
+            sql += " WHERE session = ?"
+            params = (session,)
+        cur = self.conn.execute(sql + " ORDER BY created DESC", params)
+        cols = [c[0] for c in cur.description]
+        rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+        for r in rows:
+            r["mapping"] = json.loads(r["mapping"] or "{}")
+        return rows
+
+    def update_batch(self, conn: sqlite3.Connection, batch_id: str, **values: Any) -> None:
+        """Set some of ``status``, ``output_file``, ``error_file``, ``collected``, ``cost``,
+        ``failed`` on one batch."""
+        unknown = set(values) - set(_BATCH_UPDATES)
+        if unknown:
+            raise ValueError(f"not a batch column to update: {', '.join(sorted(unknown))}")
+        cols = ", ".join(f"{k} = ?" for k in values)
+        conn.execute(f"UPDATE batches SET {cols} WHERE id = ?", (*values.values(), batch_id))
 
 
 def _words(query: str) -> list[str]:
