@@ -63,7 +63,7 @@ class BatchSummary:
 
     def line(self) -> str:
         u = self.usage
-        cost = f"${self.cost:.4f}" if self.cost is not None else "cost unknown"
+        cost = f"${self.cost:.4f}" if self.cost is not None else "unpriced"
         failed = f", {len(self.failures)} failed" if self.failures else ""
         again = "" if self.recorded else " (already recorded when first collected)"
         return (f"Batch {self.job.id} on {self.job.model} ({self.job.status}): {self.ok} of "

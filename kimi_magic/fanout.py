@@ -328,7 +328,7 @@ class Fanout:
         n = len(self.items)
         ok = n - len(self.failures)
         u = self.usage
-        cost = f"${self.cost:.4f}" if self.cost is not None else "cost unknown"
+        cost = f"${self.cost:.4f}" if self.cost is not None else "unpriced"
         mark = "" if u.exact else "~"
         return (f"--map on {self.model.id if self.model else '?'}: {ok} of {n} items answered"
                 f"{f', {len(self.failures)} failed' if self.failures else ''} · in "

@@ -96,6 +96,42 @@ def test_models_can_hide_context_length_and_be_restricted(sim, client):
         client.chat.completions.create(model=K3, messages=[user("hi")])
 
 
+def test_models_the_table_lacks_are_served_as_configured(sim, client):
+    sim.configure(extra_models={"kimi-k3.2-preview": {"context_length": 2_000_000,
+                                                      "supports_reasoning": True}})
+    listed = {m.id: m.model_extra for m in client.models.list().data}
+    assert list(listed)[-1] == "kimi-k3.2-preview"
+    assert listed["kimi-k3.2-preview"]["context_length"] == 2_000_000
+    assert listed["kimi-k3.2-preview"]["supports_reasoning"] is True
+    reply = client.chat.completions.create(model="kimi-k3.2-preview", messages=[user("hi")])
+    assert reply.choices[0].message.model_extra["reasoning_content"]
+    with pytest.raises(ValueError):
+        sim.configure(extra_models={"x": {"context_length": "big"}})
+
+
+def test_new_k31_models_always_think_and_bill_cache_writes(client):
+    for model_id in ("kimi-k3.1-pro", "kimi-k3.1-pro-highspeed"):
+        reply = client.chat.completions.create(model=model_id, messages=[user("hi")],
+                                               reasoning_effort="low")
+        assert reply.choices[0].message.model_extra["reasoning_content"]
+        assert "cache_write_tokens" in reply.usage.model_extra
+        with pytest.raises(openai.BadRequestError):
+            client.chat.completions.create(model=model_id, messages=[user("hi")],
+                                           temperature=0.3)
+
+
+def test_an_empty_reasoning_content_can_be_sent(sim, client):
+    sim.configure(empty_reasoning=True)
+    reply = client.chat.completions.create(model=K26, messages=[user("hi")])
+    assert reply.choices[0].message.model_extra["reasoning_content"] == ""
+    chunks = stream_chunks(sim, {"model": K26, "messages": [user("hi")]})
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    assert {"reasoning_content": ""} in deltas
+    off = client.chat.completions.create(model=K26, messages=[user("hi")],
+                                         extra_body={"thinking": {"type": "disabled"}})
+    assert "reasoning_content" not in (off.choices[0].message.model_extra or {})
+
+
 @pytest.mark.parametrize("model_id", [
     "kimi-k2-0905-preview", "moonshot-v1-8k",  # retired ids: 404
     "no-such-model"])
@@ -337,8 +373,27 @@ def test_thinking_models_need_reasoning_sent_back_with_tool_calls(client):
     history[1]["reasoning_content"] = "I need the time."
     reply = client.chat.completions.create(model=K3, messages=history, tools=[CLOCK])
     assert reply.choices[0].message.content == "Tool results: get_time -> noon"
-    client.chat.completions.create(model=K26, messages=[*history[:1], {**history[1],
-                                   "reasoning_content": None}, history[2]], tools=[CLOCK])
+    # Without thinking the reasoning may be missing; kimi-k2.6 thinking by default may not.
+    unreasoned = [*history[:1], {**history[1], "reasoning_content": None}, history[2]]
+    client.chat.completions.create(model=K26, messages=unreasoned, tools=[CLOCK],
+                                   extra_body={"thinking": {"type": "disabled"}})
+
+
+@pytest.mark.parametrize("model", [K26, K3])
+def test_a_missing_reasoning_content_is_refused_whenever_the_request_thinks(client, model):
+    call = {"id": "call_1", "type": "function",
+            "function": {"name": "get_time", "arguments": "{}"}}
+    history = [user("get_time please"), {"role": "assistant", "tool_calls": [call]},
+               {"role": "tool", "tool_call_id": "call_1", "content": "noon"}, user("thanks")]
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model=model, messages=history, tools=[CLOCK])
+    assert err.value.status_code == 400
+    assert err.value.body["message"] == ("thinking is enabled but reasoning_content is missing "
+                                         "in assistant tool call message at index 1")
+    # An empty reasoning_content (a turn made with thinking off) is accepted as it is.
+    history[1]["reasoning_content"] = ""
+    reply = client.chat.completions.create(model=model, messages=history, tools=[CLOCK])
+    assert reply.choices[0].message.content
 
 
 @pytest.mark.parametrize("tools, choice", [
@@ -360,10 +415,15 @@ def test_required_tool_choice_is_allowed_on_kimi_k3(client):
     assert reply.choices[0].message.tool_calls[0].function.name == "get_time"
 
 
+WEB = [{"type": "builtin_function", "function": {"name": "$web_search"}}]
+NO_THINKING = {"thinking": {"type": "disabled"}}
+
+
 def test_builtin_web_search(client):
-    tools = [{"type": "builtin_function", "function": {"name": "$web_search"}}]
+    tools = WEB
     messages: list[dict[str, Any]] = [user("Search the web for the Kimi release date")]
-    first = client.chat.completions.create(model=K26, messages=messages, tools=tools)
+    first = client.chat.completions.create(model=K26, messages=messages, tools=tools,
+                                           extra_body=NO_THINKING)
     (call,) = first.choices[0].message.tool_calls
     assert call.function.name == "$web_search"
     arguments = json.loads(call.function.arguments)
@@ -371,8 +431,22 @@ def test_builtin_web_search(client):
     messages += [first.choices[0].message.model_dump(exclude_none=True),
                  {"role": "tool", "tool_call_id": call.id, "name": "$web_search",
                   "content": call.function.arguments}]
-    final = client.chat.completions.create(model=K26, messages=messages, tools=tools)
+    final = client.chat.completions.create(model=K26, messages=messages, tools=tools,
+                                           extra_body=NO_THINKING)
     assert final.choices[0].message.content.startswith("According to a web search:")
+
+
+@pytest.mark.parametrize("model, message", [
+    (K26, '$web_search requires thinking to be disabled: send "thinking": {"type": "disabled"}'),
+    (K3, "$web_search requires thinking to be disabled, and kimi-k3 always thinks"),
+    ("kimi-k3.1-pro", "$web_search requires thinking to be disabled, and kimi-k3.1-pro always "
+                      "thinks"),
+])
+def test_web_search_is_refused_while_thinking(client, model, message):
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model=model, tools=WEB,
+                                       messages=[user("Search the web for Kimi")])
+    assert err.value.status_code == 400 and err.value.body["message"] == message
 
 
 # --- prompt cache -------------------------------------------------------------------------
@@ -707,6 +781,27 @@ def _batch_file(client: openai.OpenAI, model: str, texts: list[str]) -> str:
              for i, t in enumerate(texts)]
     return client.files.create(file=("in.jsonl", "\n".join(lines).encode()),
                                purpose="batch").id
+
+
+def test_file_extract_can_answer_as_plain_text(sim, client):
+    sim.configure(file_content="text")
+    uploaded = client.files.create(file=("notes.txt", b"plain words"), purpose="file-extract")
+    response = client.files.content(uploaded.id)
+    assert response.text == "plain words"
+    assert response.response.headers["content-type"].startswith("text/plain")
+
+
+def test_batch_lines_with_sampling_parameters_are_refused(client):
+    line = {"custom_id": "r0", "method": "POST", "url": "/v1/chat/completions",
+            "body": {"model": K26, "messages": [user("hi")], "temperature": 0.3}}
+    file_id = client.files.create(file=("in.jsonl", json.dumps(line).encode()),
+                                  purpose="batch").id
+    with pytest.raises(openai.BadRequestError) as err:
+        client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions",
+                              completion_window="24h")
+    assert err.value.body["message"] == ("batch input line 1: temperature is not allowed in a "
+                                         "batch line (sampling parameters are fixed)")
+    assert client.batches.list().data == []
 
 
 def test_batch_lifecycle(client):

@@ -318,8 +318,12 @@ def test_effort_is_sent_on_k3_only(session, sim):
     body = chats(sim)[-1]
     assert body["model"] == "kimi-k3" and body["reasoning_effort"] == "max"
     assert "thinking" not in body
-    session.ask("Again", model="kimi-k3", options=Options(think=False))
-    assert "thinking" not in chats(sim)[-1], "kimi-k3 always thinks: nothing to switch off"
+    sent = len(chats(sim))
+    with pytest.raises(SessionError) as err:
+        session.ask("Again", model="kimi-k3", options=Options(think=False))
+    assert str(err.value) == ("--no-think: kimi-k3 always thinks; use -m kimi-k2.6 to turn "
+                              "thinking off")
+    assert len(chats(sim)) == sent, "kimi-k3 always thinks: refused, nothing sent"
 
 
 def test_effort_on_a_model_without_it_is_one_line_and_sends_nothing(session, sim):
@@ -345,7 +349,8 @@ def test_auto_picks_k26_when_it_fits_and_says_why(session, sim):
                for n in turn.notices)
 
 
-def test_auto_picks_k3_when_the_context_outgrows_the_256k_models(session, sim):
+def test_auto_picks_the_cheapest_1m_model_when_the_context_outgrows_the_256k_models(
+        session, sim):
     # The 256K models' windows shrunk to 20K keep the test cheap; the choice is the same.
     small = {"context_length": 20_000}
     session.settings.model_overrides = {m: small for m in ("kimi-k2.6", "kimi-k2.7-code",
@@ -355,9 +360,10 @@ def test_auto_picks_k3_when_the_context_outgrows_the_256k_models(session, sim):
     session.set_pin(Pin("big", "text", "cell", Message.of("system", big), frozen=True))
     assert session.context.tokens > 20_000
     turn = session.ask("What does row5 hold?", model="auto")
-    assert turn.model == "kimi-k3" and chats(sim)[-1]["model"] == "kimi-k3"
+    # kimi-k3.1-pro: the 1M-token window at $2.00 a million, below kimi-k3's $3.00.
+    assert turn.model == "kimi-k3.1-pro" and chats(sim)[-1]["model"] == "kimi-k3.1-pro"
     notice = next(n for n in turn.notices if "--model auto" in n)
-    assert "kimi-k3" in notice and "1,048,576" in notice
+    assert "kimi-k3.1-pro" in notice and "1,048,576" in notice
     assert len(session.context.rounds) == 1, "chosen, not compacted"
 
 

@@ -21,6 +21,12 @@ from .settings import Settings
 AUTO_OUTPUT_TOKENS = 16_384
 
 
+def offers_web(opts: Options) -> bool:
+    """Whether the request offers Kimi's builtin ``$web_search``."""
+    return any((t.get("function") or {}).get("name") == "$web_search"
+               for t in opts.tools or ())
+
+
 class ModelChoice:
     """Resolves model ids against the table, the server's ``/v1/models`` and the overrides.
 
@@ -81,7 +87,16 @@ class ModelChoice:
         if opts.effort and not model.effort:
             raise SessionError(f"--effort works only on models with a reasoning-effort "
                                f"setting (kimi-k3); {model.id} has none")
+        # Thinking the model cannot do (or stop doing) is refused here, before any request.
+        model_table.turn_thinking(model, opts.think, offers_web(opts))
         return model
+
+    def thinking(self, model: Model, opts: Options, notices: list[str]) -> Options:
+        """``opts`` with the thinking switch ``model`` needs for them (``--web``: off)."""
+        think, notice = model_table.turn_thinking(model, opts.think, offers_web(opts))
+        if notice:
+            notices.append(notice)
+        return replace(opts, think=think)
 
     def options(self, opts: Options, model: Model) -> Options:
         """``opts`` with the settings' defaults filled in for ``model``."""

@@ -11,8 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from .errors import SessionError
+
 #: When the figures below were last checked against Moonshot's published pages.
-TABLE_DATE = "2026-11-01"
+TABLE_DATE = "2026-12-01"
 
 #: Batch API jobs are billed at this fraction of the on-demand price.
 BATCH_DISCOUNT = 0.60
@@ -88,6 +90,15 @@ MODELS: dict[str, Model] = {
         Model("kimi-k3", 1_048_576, thinking="always", effort=True,
               cache_hit=0.30, cache_miss=3.00, output=15.00,
               cache_write=3.00, cache_write_long=6.00),
+        # The K3.1 family bills cache writes the way kimi-k3 does. Moonshot gives the
+        # highspeed tier's miss and output prices; its hit and write prices are taken as
+        # twice pro's, as every other highspeed tier is priced.
+        Model("kimi-k3.1-pro", 1_048_576, thinking="always", effort=True,
+              cache_hit=0.20, cache_miss=2.00, output=10.00,
+              cache_write=2.00, cache_write_long=4.00),
+        Model("kimi-k3.1-pro-highspeed", 1_048_576, thinking="always", effort=True,
+              cache_hit=0.40, cache_miss=4.00, output=20.00,
+              cache_write=4.00, cache_write_long=8.00),
     )
 }
 
@@ -166,8 +177,37 @@ def resolve(
     if info.get("context_length"):
         model = replace(model, context_length=int(info["context_length"]), context_from_server=True)
     if "supports_reasoning" in info and model_id not in MODELS:
-        model = replace(model, thinking="default" if info["supports_reasoning"] else "never")
+        # A reasoning model the table does not know is taken to always think: the one model
+        # whose thinking can be switched off is in the table, and sending
+        # ``thinking: disabled`` to a model that cannot stop is a request it may refuse.
+        model = replace(model, thinking="always" if info["supports_reasoning"] else "never")
     extra = (overrides or {}).get(model_id)
     if extra:
         model = replace(model, **dict(extra))
     return model
+
+
+def turn_thinking(model: Model, think: bool | None, web: bool) -> tuple[bool | None, str | None]:
+    """The thinking switch one turn sends, with a notice when it had to be changed.
+
+    ``think`` is what the cell asked for (``None``: the default); ``web`` says whether the turn
+    offers ``$web_search``, which Kimi serves only with thinking disabled. What no model can
+    do raises ``SessionError`` before anything is sent.
+
+    >>> turn_thinking(MODELS["kimi-k2.6"], None, web=True)[0]
+    False
+    """
+    if think is False and model.thinking == "always":
+        raise SessionError(f"--no-think: {model.id} always thinks; use -m {DEFAULT_MODEL} "
+                           "to turn thinking off")
+    if not web:
+        return think, None
+    if model.thinking == "always":
+        raise SessionError(f"--web needs thinking disabled ($web_search), but {model.id} "
+                           f"always thinks; use -m {DEFAULT_MODEL}")
+    if think is True:
+        raise SessionError("--web needs thinking disabled ($web_search): drop --think")
+    if model.thinking == "default" and think is None:
+        return False, (f"--web: Kimi's web search needs thinking off, so {model.id} answers "
+                       "this cell without thinking")
+    return think, None

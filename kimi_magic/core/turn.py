@@ -65,7 +65,7 @@ class Turn:
         u = self.usage
         mark = "" if u.exact else "~"
         cached = f" ({mark}{u.cached_tokens:,} cached)" if u.cached_tokens else ""
-        cost = f"${self.cost:.4f}" if self.cost is not None else "cost unknown"
+        cost = f"${self.cost:.4f}" if self.cost is not None else "unpriced"
         kind = "exact" if u.exact else "estimated"
         return (f"{self.model} · in {mark}{u.prompt_tokens:,}{cached} / out "
                 f"{mark}{u.completion_tokens:,} tokens · {mark}{cost} · context "
@@ -116,6 +116,7 @@ class Ask:
                        {"cell_id": self.cell_id} if self.cell_id else {})
         chosen = c.choice.choose(self.requested, c.accounting.estimate(base.tokens + user.tokens),
                                  self.options, self.notices)
+        self.options = c.choice.thinking(chosen, self.options, self.notices)
         base = self.compaction.fit(base, user, chosen, self.options, self.notices)
         ex = self.converse(chosen, base, user)
         turn = Turn(text=ex.new[-1].text, reasoning=ex.new[-1].reasoning, model=chosen.id,

@@ -300,7 +300,8 @@ class KimiMagic(Magics, SettingTraits):
             ["auto-compact at", f"{st['threshold']:,} tokens ({self.compact_mode})"],
             ["rounds / snapshots", f"{st['rounds']} / {st['snapshots']}"],
             ["pins", ", ".join(f"{n} ({k}, {mark}{t:,})" for n, k, t in st["pins"]) or "none"],
-            ["cost", f"{_price(st['cost_total'])} total, last {_price(st['cost_last'])}"],
+            ["cost", f"{_price(st['cost_total'] if st['priced'] or st['cost_total'] else None)}"
+                     f" total, last {_price(st['cost_last'])}"],
             ["prompt cache", f"{st['cache_hit_rate']:.0%} hit rate; {warm}"],
             ["next turn input", f"{_price(st['next_turn_warm'])} warm / "
                                 f"{_price(st['next_turn_cold'])} cold"],
@@ -363,7 +364,7 @@ class KimiMagic(Magics, SettingTraits):
         rows = []
         for mid in ids:
             m = model_table.resolve(mid, server, self.model_overrides)
-            price = (f"${m.cache_hit}/${m.cache_miss}/${m.output}" if m.priced else "unknown")
+            price = (f"${m.cache_hit}/${m.cache_miss}/${m.output}" if m.priced else "unpriced")
             status = ("retired (404)" if model_table.is_retired(mid)
                       else "served" if mid in server else "not listed by this server")
             rows.append([mid, f"{m.context_length:,}", m.thinking, price, status])
@@ -553,7 +554,8 @@ class KimiMagic(Magics, SettingTraits):
 
 
 def _price(usd: float | None) -> str:
-    return f"${usd:.4f}" if usd is not None else "unknown"
+    # A model without prices shows as such, never as $0.
+    return f"${usd:.4f}" if usd is not None else "unpriced"
 
 
 SUBCOMMANDS = [name[5:] for name in dir(KimiMagic) if name.startswith("_sub_")]

@@ -440,10 +440,10 @@ def context_bar(st: dict[str, Any]) -> str:
 
 def _cards(st: dict[str, Any]) -> str:
     def price(v: float | None) -> str:
-        return f"${v:.4f}" if v is not None else "unknown"
+        return f"${v:.4f}" if v is not None else "unpriced"
 
     last = price(st["cost_last"]) if st["cost_last"] is not None else "–"
-    total = price(st["cost_total"]) if st["priced"] or st["cost_total"] else "unknown"
+    total = price(st["cost_total"]) if st["priced"] or st["cost_total"] else "unpriced"
     cards = [
         ("Cost", f'<span class="kimi-cost-total" data-cost="{st["cost_total"]:.6f}">{total}'
                  f"</span> total", f"last call {last}"),

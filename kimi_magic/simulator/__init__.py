@@ -7,8 +7,8 @@
 It speaks Moonshot's API as the client sees it: ``/v1/models``, ``/v1/chat/completions``
 (JSON and SSE), ``/v1/tokenizers/estimate-token-count``, ``/v1/files`` and ``/v1/batches``,
 with Kimi's error bodies, thinking models, partial mode, JSON mode, tool calls, the builtin
-``$web_search`` and the automatic prompt cache. Model ids and windows come from
-:mod:`kimi_magic.core.models`. Standard library only.
+``$web_search`` (refused while thinking, as Kimi does) and the automatic prompt cache. Model
+ids and windows come from :mod:`kimi_magic.core.models`. Standard library only.
 
 Replies are built from the request (see :mod:`.replies`): a question is answered by quoting the
 earlier sentence that best matches it, a request to summarise gets a sectioned Markdown summary,
@@ -43,6 +43,10 @@ Config (constructor keywords, :meth:`Simulator.configure`, ``POST /_sim/configur
 ``record``           False keeps request bodies out of ``sim.requests`` (for benchmarks)
 ``reject_sampling``  sampling knobs get a 400 on the always-thinking models
 ``batch_lines_per_poll``  batch lines run per poll (None: all remaining at once)
+``extra_models``     ids the model table lacks, served as ``{id: {"context_length": N,
+                     "supports_reasoning": bool}}`` (a reasoning one always thinks)
+``empty_reasoning``  thinking replies carry ``reasoning_content: ""`` (as Kimi may send)
+``file_content``     "json" (``{"content": ...}``) | "text" (the extracted text as the body)
 
 Failure kinds for :meth:`Simulator.fail` (each applies to the next ``times`` chat requests):
 ``auth``, ``permission``, ``quota_403``, ``quota_429``, ``not_found``, ``rate_limit`` and

@@ -17,6 +17,7 @@ from typing import Any
 
 from kimi_magic.core.models import MODELS
 
+from .chat import SAMPLING_KNOBS
 from .errors import ApiError, invalid, not_found
 from .files import FileStore
 
@@ -77,6 +78,11 @@ def _parse_lines(data: bytes) -> list[dict[str, Any]]:
                 or not isinstance(line.get("body"), dict)):
             raise invalid(f"batch input line {number} needs custom_id, method POST, "
                           f"url {ENDPOINT} and a body")
+        # Moonshot's batch guide: sampling is fixed in batch jobs.
+        knobs = [k for k in SAMPLING_KNOBS if line["body"].get(k) is not None]
+        if knobs:
+            raise invalid(f"batch input line {number}: {', '.join(knobs)} is not allowed in a "
+                          "batch line (sampling parameters are fixed)")
         lines.append(line)
     if not lines:
         raise invalid("the batch input file has no lines")

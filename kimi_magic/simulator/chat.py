@@ -2,9 +2,11 @@
 
 The checks follow Moonshot's API: retired or unknown models are 404; sampling knobs are
 refused by the models that always think; ``reasoning_effort`` exists only on models with an
-effort setting; those always-thinking models also insist that earlier assistant tool calls
-come back with their ``reasoning_content``; the context window is enforced in two steps
-(input alone, then input plus the requested completion budget).
+effort setting; a request that thinks (any always-thinking model, or kimi-k2.6 unless thinking
+is disabled) insists that every earlier assistant tool call comes back with a
+``reasoning_content`` (an empty string counts) and may not offer the builtin ``$web_search``,
+which needs thinking disabled; the context window is enforced in two steps (input alone, then
+input plus the requested completion budget).
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 from kimi_magic.core.models import EFFORTS, Model, is_retired, resolve
@@ -57,12 +59,17 @@ class Completion:
     thinks: bool
 
 
-def check_model(model_id: Any, served: list[str]) -> Model:
+#: What ``GET /v1/models`` says about a model id: ``context_length``, ``supports_reasoning``.
+ModelInfo = Mapping[str, Mapping[str, Any]]
+
+
+def check_model(model_id: Any, served: list[str], info: ModelInfo | None = None) -> Model:
+    """The served model ``model_id`` names; ``info`` describes ids the table lacks."""
     if not isinstance(model_id, str) or not model_id:
         raise invalid("model is required")
     if is_retired(model_id) or model_id not in served:
         raise not_found(f"Not found the model {model_id} or Permission denied")
-    return resolve(model_id)
+    return resolve(model_id, info)
 
 
 def _check_messages(messages: Any) -> list[dict[str, Any]]:
@@ -121,15 +128,31 @@ def _check_thinking(body: dict[str, Any], model: Model) -> tuple[bool, str | Non
     return thinks, effort
 
 
-def _check_history(messages: list[dict[str, Any]], model: Model) -> None:
-    if model.thinking != "always":
+def _check_history(messages: list[dict[str, Any]], thinks: bool) -> None:
+    if not thinks:
         return
     for i, message in enumerate(messages):
+        # Presence is what counts: an empty string is how a turn made without thinking
+        # comes back, and Kimi accepts it.
         if (message.get("role") == "assistant" and message.get("tool_calls")
-                and not message.get("reasoning_content")):
-            raise invalid(
-                f"messages[{i}]: an assistant message with tool_calls must include its "
-                f"reasoning_content when thinking is enabled")
+                and not isinstance(message.get("reasoning_content"), str)):
+            raise invalid("thinking is enabled but reasoning_content is missing in assistant "
+                          f"tool call message at index {i}")
+
+
+def _check_web_search(body: dict[str, Any], model: Model, thinks: bool) -> None:
+    """Moonshot's web-search guide: ``$web_search`` works only with thinking disabled."""
+    if not thinks:
+        return
+    for tool in body.get("tools") or ():
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if tool.get("type") == "builtin_function" and isinstance(function, dict) and \
+                function.get("name") == "$web_search":
+            if model.thinking == "always":
+                raise invalid(f"$web_search requires thinking to be disabled, and {model.id} "
+                              "always thinks")
+            raise invalid("$web_search requires thinking to be disabled: send "
+                          '"thinking": {"type": "disabled"}')
 
 
 def _max_tokens(body: dict[str, Any]) -> int | None:
@@ -141,11 +164,12 @@ def _max_tokens(body: dict[str, Any]) -> int | None:
     return value
 
 
-def check_request(body: Any, served: list[str], reject_sampling: bool) -> Checked:
+def check_request(body: Any, served: list[str], reject_sampling: bool,
+                  info: ModelInfo | None = None) -> Checked:
     """Validate a chat request the way Moonshot does; raise ApiError on the first problem."""
     if not isinstance(body, dict):
         raise invalid("the request body must be a JSON object")
-    model = check_model(body.get("model"), served)
+    model = check_model(body.get("model"), served, info)
     messages = _check_messages(body.get("messages"))
     if reject_sampling and model.thinking == "always":
         for knob in SAMPLING_KNOBS:
@@ -153,7 +177,8 @@ def check_request(body: Any, served: list[str], reject_sampling: bool) -> Checke
                 raise invalid(f"{knob} is not supported by {model.id}; remove it")
     thinks, effort = _check_thinking(body, model)
     _check_tools(body, model)
-    _check_history(messages, model)
+    _check_web_search(body, model, thinks)
+    _check_history(messages, thinks)
     last = messages[-1]
     if last.get("role") == "assistant" and last.get("partial"):
         response_format = body.get("response_format")
@@ -191,9 +216,13 @@ def fit_reply(reply: Reply, limit: int | None) -> tuple[Reply, int, int]:
     return cut, reasoning_tokens + text_tokens(content), reasoning_tokens
 
 
-def complete(checked: Checked, cache: CacheResult, fidelity: str, created: int) -> Completion:
+def complete(checked: Checked, cache: CacheResult, fidelity: str, created: int,
+             empty_reasoning: bool = False) -> Completion:
+    """The reply to a checked request; ``empty_reasoning`` thinks but sends ``""`` as reasoning."""
     reply = build_reply(checked.body, thinks=checked.thinks, effort=checked.effort,
                         fidelity=fidelity)
+    if empty_reasoning and reply.reasoning is not None:
+        reply = replace(reply, reasoning="")
     reply, completion_tokens, reasoning_tokens = fit_reply(reply, checked.max_tokens)
     return Completion(
         id=f"chatcmpl-{os.urandom(12).hex()}", created=created, model=checked.model,
@@ -280,6 +309,8 @@ def stream_events(c: Completion, usage: str, cached_field: str, include_usage: b
         return f"data: {head}{choice}{top}}}\n\n".encode()
 
     deltas: list[tuple[dict[str, Any], int]] = []
+    if c.reply.reasoning == "":
+        deltas.append(({"reasoning_content": ""}, 0))
     for piece in split_deltas(c.reply.reasoning or ""):
         deltas.append(({"reasoning_content": piece}, text_tokens(piece)))
     for piece in split_deltas(c.reply.content):

@@ -173,13 +173,19 @@ class FileStore:
                 raise not_found(f"file {file_id} not found")
         return {"id": file_id, "object": "file", "deleted": True}
 
-    def content(self, file_id: str) -> tuple[bytes, str]:
-        """Body and content type of ``GET /v1/files/{id}/content``."""
+    def content(self, file_id: str, extract_as: str = "json") -> tuple[bytes, str]:
+        """Body and content type of ``GET /v1/files/{id}/content``.
+
+        Moonshot documents the extracted text as the body; clients in the wild read a JSON
+        object with a ``content`` field. ``extract_as`` ("json" | "text") picks the shape.
+        """
         stored = self.get(file_id)
         if stored.purpose != "file-extract":
             return stored.data, "application/octet-stream"
         file_type = mimetypes.guess_type(stored.filename)[0] or "text/plain"
         text = extract_text(stored.filename, stored.data)
+        if extract_as == "text":
+            return text.encode(), "text/plain; charset=utf-8"
         payload = {"content": text, "file_type": file_type, "filename": stored.filename,
                    "title": "", "type": "file"}
         return json.dumps(payload, ensure_ascii=False).encode(), "application/json"

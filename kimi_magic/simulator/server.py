@@ -15,7 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -50,6 +50,7 @@ _UNPARSED = object()
 _USAGE = ("top", "choice", "none")
 _CACHED_FIELD = ("top", "nested", "none")
 _FIDELITY = ("faithful", "lossy")
+_FILE_CONTENT = ("json", "text")
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,14 @@ class SimConfig:
     record: bool = True
     reject_sampling: bool = True
     batch_lines_per_poll: int | None = None
+    extra_models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    empty_reasoning: bool = False
+    file_content: str = "json"
+
+    @property
+    def served(self) -> list[str]:
+        """Every id ``/v1/models`` lists: the table's chosen ones, then the extra ones."""
+        return [*self.models, *(m for m in self.extra_models if m not in self.models)]
 
     def updated(self, **changes: Any) -> SimConfig:
         """A copy with ``changes`` applied; ValueError on an unknown name or a bad value."""
@@ -80,9 +89,11 @@ class SimConfig:
                 raise ValueError("models must be a list of model ids")
             else:
                 changes["models"] = tuple(models)
+        if "extra_models" in changes:
+            changes["extra_models"] = _extra_models(changes["extra_models"])
         new = replace(self, **changes)
         for name, allowed in (("usage", _USAGE), ("cached_field", _CACHED_FIELD),
-                              ("summary_fidelity", _FIDELITY)):
+                              ("summary_fidelity", _FIDELITY), ("file_content", _FILE_CONTENT)):
             if getattr(new, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}")
         if new.tps is not None and not new.tps > 0:
@@ -95,6 +106,23 @@ class SimConfig:
         data = asdict(self)
         data["models"] = list(self.models)
         return data
+
+
+def _extra_models(value: Any) -> dict[str, dict[str, Any]]:
+    """Validate ``extra_models``: ``{id: {"context_length": int, "supports_reasoning": bool}}``."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError("extra_models must map model ids to their /v1/models fields")
+    out = {}
+    for model_id, info in value.items():
+        if (not isinstance(info, dict) or not isinstance(info.get("context_length"), int)
+                or not isinstance(info.get("supports_reasoning"), bool)):
+            raise ValueError(f"extra_models[{model_id!r}] needs an int context_length and a "
+                             "bool supports_reasoning")
+        out[str(model_id)] = {"context_length": info["context_length"],
+                              "supports_reasoning": info["supports_reasoning"]}
+    return out
 
 
 def _frame(data: bytes) -> bytes:
@@ -382,7 +410,7 @@ class Simulator:
     # --- models and tokens ------------------------------------------------------------
 
     def _model_object(self, model_id: str) -> dict[str, Any]:
-        model = resolve(model_id)
+        model = resolve(model_id, self.config.extra_models)
         obj: dict[str, Any] = {"id": model_id, "object": "model", "created": MODELS_CREATED,
                                "owned_by": "moonshot"}
         if self.config.context_length_in_models:
@@ -393,15 +421,15 @@ class Simulator:
 
     def _list_models(self, h: _Handler, m: re.Match[str], raw: bytes) -> None:
         h.send_json(200, {"object": "list",
-                          "data": [self._model_object(i) for i in self.config.models]})
+                          "data": [self._model_object(i) for i in self.config.served]})
 
     def _get_model(self, h: _Handler, m: re.Match[str], raw: bytes) -> None:
-        check_model(m["id"], list(self.config.models))
+        check_model(m["id"], self.config.served, self.config.extra_models)
         h.send_json(200, self._model_object(m["id"]))
 
     def _estimate(self, h: _Handler, m: re.Match[str], raw: bytes) -> None:
         body = self._object(h, raw)
-        check_model(body.get("model"), list(self.config.models))
+        check_model(body.get("model"), self.config.served, self.config.extra_models)
         messages = body.get("messages")
         if not isinstance(messages, list) or not all(isinstance(x, dict) for x in messages):
             raise invalid("messages must be a list of message objects")
@@ -413,10 +441,12 @@ class Simulator:
 
     def _completion(self, body: Any, api_key: str) -> Completion:
         config = self.config
-        checked = check_request(body, list(config.models), config.reject_sampling)
+        checked = check_request(body, config.served, config.reject_sampling,
+                                config.extra_models)
         long_ttl = bool(body.get("prompt_cache_options"))
         cache = self.cache.use(api_key, checked.digest, long_ttl)
-        return complete(checked, cache, config.summary_fidelity, int(self.clock.now()))
+        return complete(checked, cache, config.summary_fidelity, int(self.clock.now()),
+                        config.empty_reasoning)
 
     def _chat(self, h: _Handler, m: re.Match[str], raw: bytes) -> None:
         body = self._json(h, raw)
@@ -424,7 +454,8 @@ class Simulator:
         fault = None
         if failure is not None:
             model_id = body.get("model") if isinstance(body, dict) else None
-            window = resolve(model_id).context_length if isinstance(model_id, str) else None
+            window = (resolve(model_id, self.config.extra_models).context_length
+                      if isinstance(model_id, str) else None)
             error = failure.http_error(window)
             if error is not None:
                 raise error
@@ -511,7 +542,7 @@ class Simulator:
         h.send_json(200, self.files.delete(m["id"]))
 
     def _file_content(self, h: _Handler, m: re.Match[str], raw: bytes) -> None:
-        data, content_type = self.files.content(m["id"])
+        data, content_type = self.files.content(m["id"], self.config.file_content)
         h.send_bytes(200, data, content_type)
 
     def _create_batch(self, h: _Handler, m: re.Match[str], raw: bytes) -> None:
