@@ -85,6 +85,22 @@ def pin(session: Session, target: str, namespace: Mapping[str, Any], *, name: st
     return made
 
 
+def describe(value: Any, label: str, max_tokens: int = DEFAULT_MAX_TOKENS) -> tuple[str, str]:
+    """``(kind, text)``: ``value`` rendered as a pin of it would be, within ``max_tokens``.
+
+    Dataframes and series get shape, dtypes, a head-and-tail sample and ``describe``; arrays
+    their shape, dtype and a sample; other objects a bounded repr. Images are described, not
+    drawn. A repr too large to render raises ``SessionError``.
+
+    >>> describe([1, 2, 3], "xs")
+    ('repr', 'type: list, length 3\n[1, 2, 3]')
+    """
+    kind, content = _render_value(value, label, max_tokens)
+    if isinstance(content, _Image):
+        return kind, content.description
+    return kind, content
+
+
 def pin_text(session: Session, name: str, text: str) -> Pin:
     """Pin ``text`` (``%%kimi_pin NAME``: conventions, tool docs) whole, under ``name``.
 

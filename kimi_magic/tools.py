@@ -24,6 +24,7 @@ from typing import Any, Literal, Union
 
 from .core import models as model_table
 from .core.errors import SessionError
+from .core.redact import env_secrets, redact
 from .core.session import Session
 
 #: Kimi accepts at most this many tools per request.
@@ -291,14 +292,21 @@ class Toolset:
     """What one ``ask`` may call: functions, the archive, ``$web_search``; runs each call.
 
     Implements ``session.Tools``: ``specs`` go into the request, ``run(call)`` returns the text
-    of the tool message, ``max_steps`` bounds the loop.
+    of the tool message, ``max_steps`` bounds the loop. Every result is scanned before it is
+    returned: ``secrets`` (the API key), and the values of environment variables whose names
+    look like secrets at the time of the call, become ``[hidden]`` — so nothing a tool prints
+    reaches the model, the store, an export or the screen.
     """
 
     def __init__(self, tools: Iterable[Tool] = (), *, session: Session | None = None,
                  web: bool = False, max_steps: int = 8, ask: Asker | None = None,
-                 max_result_chars: int = MAX_RESULT_CHARS) -> None:
+                 max_result_chars: int = MAX_RESULT_CHARS,
+                 secrets: Iterable[str] = ()) -> None:
         self.tools = {t.name: t for t in tools}
         self.session = session
+        self.secrets = [s for s in secrets if s]
+        if session is not None and session.settings.api_key:
+            self.secrets.append(session.settings.api_key)
         self.web = web
         self.max_steps = max_steps
         self.ask = ask or input
@@ -317,7 +325,11 @@ class Toolset:
         return specs + ([WEB_SEARCH_SPEC] if self.web else [])
 
     def run(self, call: dict[str, Any]) -> str:
-        """The tool message's content for one call; failures go back to the model as text."""
+        """The tool message's content for one call, secrets hidden; failures become text."""
+        # Read the environment per call: code the model ran may have set a secret since.
+        return redact(self._run(call), [*self.secrets, *env_secrets()])
+
+    def _run(self, call: dict[str, Any]) -> str:
         fn_part = call.get("function") or {}
         name = str(fn_part.get("name", ""))
         raw = fn_part.get("arguments") or ""
@@ -385,20 +397,23 @@ def _recall_tool(session: Session) -> Tool:
 
 def for_session(session: Session, *, functions: bool | Iterable[Callable[..., Any]] = True,
                 web: bool = False, ask: Asker | None = None,
-                max_steps: int | None = None) -> Toolset:
-    """The tools of one ``%%kimi --tools/--web`` turn.
+                max_steps: int | None = None, extra: Iterable[Tool] = ()) -> Toolset:
+    """The tools of one ``%%kimi --tools/--web/--agent`` turn.
 
     ``functions=True`` offers every registered tool plus ``recall_archive``; an iterable of
     functions offers those instead (plain Python use); ``False`` offers none (``--web`` alone).
+    ``extra`` tools (the notebook's, with ``--agent``) come on top, with ``recall_archive``.
     """
     chosen: list[Tool] = []
     if functions is True:
         chosen = registry.tools()
     elif functions:
         chosen = [f if isinstance(f, Tool) else make_tool(f) for f in functions]
+    extra = list(extra)
+    chosen += extra
     steps = max_steps or getattr(session.settings, "tool_steps", 8)
-    return Toolset(chosen, session=session if functions else None, web=web,
-                   max_steps=steps, ask=ask)
+    return Toolset(chosen, session=session if functions or extra else None, web=web,
+                   max_steps=steps, ask=ask, secrets=[session.settings.api_key])
 
 
 WEB_SEARCH_NOTE = (f"$web_search is billed ${model_table.WEB_SEARCH_USD} per call on top of "

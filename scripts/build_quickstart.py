@@ -63,6 +63,15 @@ Brainstorm a wild idea: a croissant subscription. Our sales table has shape {sal
     ("code", "%kimi compress --keep-rounds 1"),
     ("code", "%kimi recall almond croissant"),
     ("code", "%kimi status"),
+    ("md", "## Agent mode: Kimi looks at the notebook\n"
+           "With `--agent` the model may list and inspect your variables, read recent cells, "
+           "propose a cell, and run code in this kernel — each run shows the code and asks "
+           "`Run this code? [y/N]` first (`--yes` approves this one cell; here it keeps the "
+           "notebook running unattended). Secrets in what it sees become `[hidden]`. Every "
+           "prompt also carries a short note of the cells you ran since your last turn."),
+    ("code", """best_day = sales.loc[sales.revenue.idxmax(), "day"]"""),
+    ("code", """%%kimi --agent --yes
+Use run_python to compute "sales.revenue.sum()", then tell me the week's total revenue."""),
     ("md", "## The dashboard\nToken usage, cost, cache state, pins and snapshot history, "
            "with buttons for snapshot, compress and rollback."),
     ("code", "%kimi widget"),

@@ -35,3 +35,5 @@ def test_quickstart_runs_end_to_end_on_the_simulator(tmp_path):
     assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {})
                for o in outputs), "the dashboard is displayed"
     assert (tmp_path / "quickstart_conversation.md").read_text().count("almond croissant")
+    assert "Kimi wants to run" in text and "sales.revenue.sum()" in text
+    assert "run_python" in text and "5083." in text, "the agent ran code and saw its value"

@@ -37,6 +37,7 @@ from .context import Context, Message, Pin, Snapshot, block
 from .errors import SessionError
 from .events import Events, Observer
 from .models import CACHE_TTL_LONG_SECONDS, CACHE_TTL_SECONDS, Model
+from .notebook_context import with_note
 from .settings import Settings
 from .snapshots import SnapshotTree
 from .store import Store
@@ -204,12 +205,16 @@ class Session:
     def ask(self, prompt: str | list[dict[str, Any]], *, model: str | None = None,
             options: Options | None = None, once: bool = False, cell_id: str | None = None,
             on_delta: Callable[[str, str], None] | None = None,
-            tools: Tools | None = None) -> Turn:
+            tools: Tools | None = None, note: str = "") -> Turn:
         """Send ``prompt`` with the whole context and record the turn (unless ``once``).
 
         A failed call records nothing: the context is exactly as before. With ``cell_id``,
         a turn that came from the same notebook cell is replaced rather than duplicated.
+        ``note`` (what ran in the notebook since the last turn) goes in front of the prompt,
+        inside the new user message, so the cached prefix is unchanged.
         """
+        if note and not (isinstance(prompt, str) and not prompt.strip()):
+            prompt = with_note(prompt, note)
         turn = Ask(self, self.compaction, prompt, model=model, options=options, once=once,
                    cell_id=cell_id, on_delta=on_delta, tools=tools)
         with self.lock:

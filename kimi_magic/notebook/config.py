@@ -28,6 +28,14 @@ NOTEBOOK_SETTINGS: tuple[Setting, ...] = (
         "SQLite store (default: $KIMI_MAGIC_STORE or the user data directory).")),
     Setting("auto_widget", bool, default=False, help=(
         "Show the dashboard after the first %%kimi cell.")),
+    Setting("agent_approval", str, default="ask", choices=("ask", "yes", "never"), help=(
+        "--agent: 'ask' before each run_python call, 'yes' to approve every call, 'never' "
+        "to offer no code running at all.")),
+    Setting("agent_timeout", float, default=60.0, more_than=0, help=(
+        "--agent: seconds a run_python call may run before it is stopped.")),
+    Setting("notebook_context", int, default=1000, at_least=0, help=(
+        "Tokens of each %%kimi prompt's note of what ran in the notebook since the last "
+        "turn (0: no note).")),
 )
 
 

@@ -86,6 +86,16 @@ class StreamView:
             self._handle.update(data, raw=True)
         self._dirty = False
 
+    def detach(self) -> None:
+        """Leave what is shown as it is; later deltas go to a new display below it (so
+        something displayed in between, like code awaiting approval, reads in order)."""
+        if self._dirty or (self._handle is None and (self.content or self.tools
+                                                     or self.reasoning)):
+            self.render()
+        self._handle = None
+        self.content, self.reasoning, self.tools = [], [], []
+        self._dirty = False
+
     def close(self, footer: str = "") -> None:
         """Final render (always, so the last tokens are never left unshown)."""
         self.footer = footer

@@ -17,6 +17,7 @@ def load(ip: Any) -> None:
     ip.register_magics(magic)
     if magic not in ip.configurables:  # some IPython versions register it already
         ip.configurables.append(magic)
+    magic.cells.start()
 
 
 def _build(cls: Any, ip: Any) -> Any:
@@ -47,5 +48,6 @@ def unload(ip: Any) -> None:
         for name in names:
             ip.magics_manager.magics[kind].pop(name, None)
     ip.configurables[:] = [c for c in ip.configurables if c is not magic]
+    magic.cells.stop()
     magic.close_dashboards()
     magic.sessions.close()

@@ -59,6 +59,10 @@ class KimiMagic(Magics, SettingTraits):
         #: every %kimi widget, so views never pile up observers.
         self._dashboards: dict[str, Any] = {}
         self.last_turn: Any = None
+        from .agent import CellLog
+
+        #: Every executed cell, for --agent's read_cells and the note of what ran.
+        self.cells = CellLog(shell)
 
     # -- configuration ------------------------------------------------------------------
     @observe("preset")
@@ -130,6 +134,11 @@ class KimiMagic(Magics, SettingTraits):
     @argument("--format", choices=["markdown", "text", "code"], default="markdown",
               help="How to show the reply; 'code' also puts it in the next cell.")
     @argument("--tools", action="store_true", help="Let the model call registered tools.")
+    @argument("--agent", action="store_true", help="Let the model see the notebook: list and "
+              "inspect variables, read cells, run code (each run asks first) and propose a "
+              "cell.")
+    @argument("--yes", action="store_true", help="With --agent: approve this cell's "
+              "run_python calls without asking.")
     @argument("--web", action="store_true", help="Enable Kimi's builtin $web_search "
               "($0.005 per call).")
     @argument("--map", dest="map_var", help="Run the prompt once per item of this list, "
@@ -205,6 +214,10 @@ class KimiMagic(Magics, SettingTraits):
             raise SessionError("--prefix (partial mode) cannot be combined with --json")
         if args.batch and not args.map_var:
             raise SessionError("--batch works with --map VAR")
+        if args.yes and not args.agent:
+            raise SessionError("--yes approves --agent's code runs: use it with --agent")
+        if args.agent and args.map_var:
+            raise SessionError("--agent cannot be combined with --map")
         session = self.sessions.use(args.session) if args.session else self.session
         if args.map_var:
             from . import mapping
@@ -222,15 +235,18 @@ class KimiMagic(Magics, SettingTraits):
                        stream=not args.no_stream,
                        sampling={"temperature": args.temperature, "top_p": args.top_p})
         tools = None
-        if args.tools or args.web:
+        view = StreamView(fmt=args.format)
+        if args.tools or args.web or args.agent:
             from .. import tools as tool_module
 
-            tools = tool_module.for_session(session, functions=args.tools, web=args.web)
+            extra = self._agent_tools(session, args, view) if args.agent else []
+            tools = tool_module.for_session(session, functions=args.tools, web=args.web,
+                                            extra=extra)
             opts.tools = tools.specs
-        view = StreamView(fmt=args.format)
+        note = self.cells.note_for(session.name, self.notebook_context)
         try:
             turn = session.ask(prompt, model=args.model, options=opts, once=args.once,
-                               cell_id=self._cell_id(), on_delta=view, tools=tools)
+                               cell_id=self._cell_id(), on_delta=view, tools=tools, note=note)
         except KimiError as err:
             # Mark whatever was shown (answer, reasoning or tool lines) as not kept.
             if err.partial or view.content or view.reasoning or view.tools:
@@ -245,6 +261,7 @@ class KimiMagic(Magics, SettingTraits):
         if turn.reasoning and not view.reasoning:
             view.reasoning.append(turn.reasoning)
         view.close()
+        self.cells.mark(session.name)
         notices = list(turn.notices)
         if turn.replaced:
             notices.insert(0, f"Re-ran this cell: replaced its earlier turn (round "
@@ -257,6 +274,18 @@ class KimiMagic(Magics, SettingTraits):
         if self.auto_widget and not self._widget_shown:
             self._show_widget(session)
         return None
+
+    def _agent_tools(self, session: Session, args: Any, view: StreamView) -> list[Any]:
+        from .agent import NotebookTools
+
+        def show(bundle: dict[str, str]) -> None:
+            # Below what streamed so far: the code, then the question, in reading order.
+            view.detach()
+            display(bundle, raw=True)
+
+        approval = "yes" if args.yes and self.agent_approval == "ask" else self.agent_approval
+        return NotebookTools(self.shell, session, self.cells, approval, self.agent_timeout,
+                             show).tools()
 
     def _deliver(self, args: Any, text: str) -> None:
         if args.format == "code":
@@ -401,7 +430,9 @@ class KimiMagic(Magics, SettingTraits):
     def _sub_rollback(self, rest: str) -> None:
         snap = self.session.rollback(rest.strip() or None)
         print(f"Rolled back to snapshot #{snap.id} {snap.label!r}: {snap.turns} rounds, "
-              f"~{snap.tokens:,} tokens. The state you left is kept as a snapshot too.")
+              f"~{snap.tokens:,} tokens. The state you left is kept as a snapshot too. "
+              "This restores the conversation, not the kernel's variables: code that ran "
+              "(yours or --agent's) has left them as they are.")
 
     def _sub_compress(self, rest: str) -> None:
         p = _parser("compress")

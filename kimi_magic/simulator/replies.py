@@ -7,7 +7,10 @@
 * A request to summarise (the verb in the leading system message or the last user message) gets a
   Markdown summary with fixed sections, built from the conversation's own sentences.
 * Tools mentioned by name in the last user message are called one at a time, with arguments
-  drawn from the prompt; once all have results the answer quotes them.
+  drawn from the prompt; once all have results the answer quotes them. ``sim:call NAME {...}``
+  lines script the calls exactly instead (see :mod:`.script`).
+* A leading ``<notebook>...</notebook>`` block of a user message (what ran in the notebook
+  since the last turn) is context, as it is to a model: the heuristics read the text after it.
 * Anything else gets ``Noted. (simulated kimi reply #N to: "<start of the prompt>")``.
 
 Same request, same reply: nothing here depends on time or randomness.
@@ -23,6 +26,7 @@ from itertools import repeat
 from operator import add, contains
 from typing import Any
 
+from .script import has_script, scripted_calls
 from .tokens import content_text
 
 QUESTION_STARTS = ("what", "which", "who", "when", "how", "remind", "recall")
@@ -55,6 +59,15 @@ class Reply:
     reasoning: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
     finish_reason: str = "stop"
+
+
+_NOTE = re.compile(r"\A\s*<notebook\b[^>]*>.*?</notebook>\s*", re.S)
+
+
+def prompt_text(content: Any) -> str:
+    """A user message's text without a leading ``<notebook>`` note (context, not the ask)."""
+    text = content_text(content)
+    return _NOTE.sub("", text, count=1) if text.lstrip().startswith("<notebook") else text
 
 
 def excerpt(text: str, limit: int = 60) -> str:
@@ -414,10 +427,20 @@ def plan_tools(body: dict[str, Any], messages: list[dict[str, Any]]) -> Reply | 
     last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
     if last_user < 0 or messages[-1].get("role") not in ("user", "tool"):
         return None
-    text = content_text(messages[last_user].get("content"))
+    text = prompt_text(messages[last_user].get("content"))
     results = _tool_results(messages[last_user + 1:])
-    called = {name for name, _ in results}
-    pending = [n for n in _mentioned_tools(tools, text, tool_choice) if n not in called]
+    n_calls = sum(len(m.get("tool_calls") or ()) for m in messages)
+    if has_script(text):
+        offered = {str((t.get("function") or {}).get("name", "")) for t in tools}
+        script = scripted_calls(text, offered)[len(results):]
+        if script:
+            call = {"id": f"call_{n_calls + 1}", "type": "function",
+                    "function": {"name": script[0].name, "arguments": script[0].arguments}}
+            return Reply(tool_calls=[call], finish_reason="tool_calls")
+        pending: list[str] = []
+    else:
+        called = {name for name, _ in results}
+        pending = [n for n in _mentioned_tools(tools, text, tool_choice) if n not in called]
     if pending:
         name = pending[0]
         if name == WEB_SEARCH:
@@ -426,7 +449,6 @@ def plan_tools(body: dict[str, Any], messages: list[dict[str, Any]]) -> Reply | 
             schema = next((t.get("function", {}).get("parameters") for t in tools
                            if (t.get("function") or {}).get("name") == name), None)
             arguments = json.dumps(_Prompt(text).arguments(schema), ensure_ascii=False)
-        n_calls = sum(len(m.get("tool_calls") or ()) for m in messages)
         call = {"id": f"call_{n_calls + 1}", "type": "function",
                 "function": {"name": name, "arguments": arguments}}
         return Reply(tool_calls=[call], finish_reason="tool_calls")
@@ -471,7 +493,7 @@ def build_reply(body: dict[str, Any], *, thinks: bool, effort: str | None = None
     conversation = messages[:-1] if partial else messages
     last_user = max((i for i, m in enumerate(conversation) if m.get("role") == "user"),
                     default=-1)
-    text = content_text(conversation[last_user].get("content")) if last_user >= 0 else ""
+    text = prompt_text(conversation[last_user].get("content")) if last_user >= 0 else ""
 
     reply = None if partial else plan_tools(body, conversation)
     if reply is not None:

@@ -1,0 +1,122 @@
+"""``%%kimi --agent`` in a real kernel: approval goes through the stdin channel, answered
+here as a frontend answers it (an ``input_reply`` to the kernel's ``input_request``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+
+import pytest
+from jupyter_client.manager import start_new_kernel
+
+from kimi_magic.simulator import Simulator
+
+pytestmark = pytest.mark.kernel
+
+KEY = "sk-kernel-agent-0123456789"
+
+
+@pytest.fixture(scope="module")
+def sim():
+    with Simulator(port=0) as s:
+        yield s
+
+
+@pytest.fixture()
+def kernel(sim, tmp_path):
+    env = {**os.environ, "MOONSHOT_API_KEY": KEY, "MOONSHOT_BASE_URL": sim.url,
+           "KIMI_MAGIC_STORE": str(tmp_path / "store.sqlite"), "PYTHONUNBUFFERED": "1"}
+    km, kc = start_new_kernel(kernel_name="python3", env=env, startup_timeout=120)
+    try:
+        yield kc
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def execute(kc, code: str, answers: list[str] | None = None) -> tuple[list[dict], list[str]]:
+    """Run ``code`` allowing stdin; answer each input request with the next of ``answers``.
+
+    Returns the iopub outputs and the prompts the kernel asked.
+    """
+    answers = list(answers or [])
+    msg_id = kc.execute(code, allow_stdin=True)
+    outputs, prompts = [], []
+    while True:
+        try:
+            req = kc.get_stdin_msg(timeout=0.05)
+        except queue.Empty:
+            pass
+        else:
+            if req["msg_type"] == "input_request":
+                prompts.append(req["content"]["prompt"])
+                kc.input(answers.pop(0) if answers else "")
+        try:
+            m = kc.get_iopub_msg(timeout=0.05)
+        except queue.Empty:
+            continue
+        if m["parent_header"].get("msg_id") != msg_id:
+            continue
+        if m["msg_type"] == "status" and m["content"]["execution_state"] == "idle":
+            return outputs, prompts
+        if m["msg_type"] in ("stream", "display_data", "execute_result", "error",
+                             "update_display_data"):
+            outputs.append(m)
+
+
+def text_of(outputs: list[dict]) -> str:
+    parts = []
+    for m in outputs:
+        c = m["content"]
+        parts.append(c.get("text", ""))
+        parts += [str(v) for v in c.get("data", {}).values()]
+        if m["msg_type"] == "error":
+            parts.append(f"{c['ename']}: {c['evalue']}")
+    return "\n".join(parts)
+
+
+def tool_results(sim) -> list[str]:
+    """The tool results of the latest turn (after its user message) in the last request."""
+    body = [r for r in sim.requests if r["path"].endswith("/chat/completions")][-1]["body"]
+    last_user = max(i for i, m in enumerate(body["messages"]) if m["role"] == "user")
+    return [m["content"] for m in body["messages"][last_user:] if m["role"] == "tool"]
+
+
+def agent(code: str, options: str = "") -> str:
+    return (f"%%kimi --agent {options}\nsim:call run_python {json.dumps({'code': code})}\n"
+            "Check it by running code.")
+
+
+def test_approval_is_asked_on_stdin_and_yes_runs_the_code(kernel, sim):
+    execute(kernel, "%load_ext kimi_magic")
+    outputs, prompts = execute(kernel, agent("total = sum(range(10))\ntotal"), ["y"])
+    assert prompts == ["Run this code? [y/N] "]
+    assert "total = sum(range(10))" in text_of(outputs)
+    assert "error" not in [m["msg_type"] for m in outputs]
+    assert "value: 45" in tool_results(sim)[0]
+    outputs, _ = execute(kernel, "print(total * 2)")
+    assert "90" in text_of(outputs)
+
+
+def test_no_runs_nothing_and_a_failure_stays_in_the_tool_result(kernel, sim):
+    execute(kernel, "%load_ext kimi_magic")
+    outputs, prompts = execute(kernel, agent("touched = 1"), ["n"])
+    assert prompts and "denied by the user" in tool_results(sim)[0]
+    outputs, _ = execute(kernel, "print('touched' in dir())")
+    assert "False" in text_of(outputs)
+    outputs, _ = execute(kernel, agent("1 / 0", "--yes"))
+    assert "error" not in [m["msg_type"] for m in outputs]
+    assert "ZeroDivisionError: division by zero" in tool_results(sim)[0]
+
+
+def test_the_time_limit_and_the_key_in_a_kernel(kernel, sim):
+    execute(kernel, "%load_ext kimi_magic")
+    execute(kernel, "%config KimiMagic.agent_timeout = 0.5")
+    outputs, prompts = execute(kernel, agent("while True:\n    pass", "--yes"))
+    assert prompts == [] and "stopped after the time limit" in tool_results(sim)[0]
+    outputs, _ = execute(kernel, agent("import os\nprint(os.environ['MOONSHOT_API_KEY'])",
+                                       "--yes"))
+    assert "[hidden]" in tool_results(sim)[0]
+    assert KEY not in text_of(outputs)
+    assert all(KEY not in json.dumps(r) for r in sim.requests)
