@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
-from IPython.utils.capture import capture_output
+from test_magic import chats, run
 
 from conftest import TEST_KEY as KEY
 from kimi_magic import tools as tool_module
@@ -36,16 +36,6 @@ def answers(monkeypatch):
 
     monkeypatch.setattr(builtins, "input", fake_input)
     return state
-
-
-def chats(sim):
-    return [r["body"] for r in sim.requests if r["path"].endswith("/chat/completions")]
-
-
-def run(shell, cell: str):
-    with capture_output() as out:
-        result = shell.run_cell(cell)
-    return result, out
 
 
 def shown(out) -> str:

@@ -4,35 +4,19 @@ here as a frontend answers it (an ``input_reply`` to the kernel's ``input_reques
 from __future__ import annotations
 
 import json
-import os
 import queue
 
 import pytest
-from jupyter_client.manager import start_new_kernel
-
-from kimi_magic.simulator import Simulator
+import test_kernel
+from test_kernel import text_of
 
 pytestmark = pytest.mark.kernel
 
-KEY = "sk-kernel-agent-0123456789"
+# The kernel and simulator fixtures of the kernel tests, shared rather than repeated.
+kernel, sim = test_kernel.kernel, test_kernel.sim
 
-
-@pytest.fixture(scope="module")
-def sim():
-    with Simulator(port=0) as s:
-        yield s
-
-
-@pytest.fixture()
-def kernel(sim, tmp_path):
-    env = {**os.environ, "MOONSHOT_API_KEY": KEY, "MOONSHOT_BASE_URL": sim.url,
-           "KIMI_MAGIC_STORE": str(tmp_path / "store.sqlite"), "PYTHONUNBUFFERED": "1"}
-    km, kc = start_new_kernel(kernel_name="python3", env=env, startup_timeout=120)
-    try:
-        yield kc
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
+#: The key the shared kernel fixture starts the kernel with.
+KEY = "sk-kernel-test"
 
 
 def execute(kc, code: str, answers: list[str] | None = None) -> tuple[list[dict], list[str]]:
@@ -63,17 +47,6 @@ def execute(kc, code: str, answers: list[str] | None = None) -> tuple[list[dict]
         if m["msg_type"] in ("stream", "display_data", "execute_result", "error",
                              "update_display_data"):
             outputs.append(m)
-
-
-def text_of(outputs: list[dict]) -> str:
-    parts = []
-    for m in outputs:
-        c = m["content"]
-        parts.append(c.get("text", ""))
-        parts += [str(v) for v in c.get("data", {}).values()]
-        if m["msg_type"] == "error":
-            parts.append(f"{c['ename']}: {c['evalue']}")
-    return "\n".join(parts)
 
 
 def tool_results(sim) -> list[str]:
