@@ -92,8 +92,8 @@ def describe(value: Any, label: str, max_tokens: int = DEFAULT_MAX_TOKENS) -> tu
     their shape, dtype and a sample; other objects a bounded repr. Images are described, not
     drawn. A repr too large to render raises ``SessionError``.
 
-    >>> describe([1, 2, 3], "xs")
-    ('repr', 'type: list, length 3\n[1, 2, 3]')
+    >>> describe([1, 2, 3], "xs")[1].splitlines()
+    ['type: list, length 3', '[1, 2, 3]']
     """
     kind, content = _render_value(value, label, max_tokens)
     if isinstance(content, _Image):

@@ -283,3 +283,15 @@ def test_map_items_carry_no_note(ipython, sim):
     run(ipython, "items = ['a', 'b']")
     run(ipython, "%%kimi --map items\nSay {item}")
     assert all("<notebook>" not in json.dumps(b) for b in chats(sim))
+
+
+def test_tool_results_are_compacted_and_recalled_like_any_round(ipython, sim, answers):
+    run(ipython, agent_cell(call("run_python", code="print('checksum', 987654 + 1)"),
+                            options="--yes"))
+    session = ipython.magics_manager.registry["KimiMagic"].session
+    assert "checksum 987655" in "".join(m.text for m in session.history())
+    run(ipython, "%%kimi\nNext step.")
+    run(ipython, "%kimi compress --keep-rounds 1")
+    assert not any(m.role == "tool" for m in session.context.history)
+    _, out = run(ipython, "%kimi recall checksum")
+    assert "987655" in shown(out)
