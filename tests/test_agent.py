@@ -295,3 +295,35 @@ def test_tool_results_are_compacted_and_recalled_like_any_round(ipython, sim, an
     assert not any(m.role == "tool" for m in session.context.history)
     _, out = run(ipython, "%kimi recall checksum")
     assert "987655" in shown(out)
+
+
+# -- the simulator's scripted calls ----------------------------------------------------------
+
+class Echo:
+    """Two offered tools that answer with what they were given."""
+
+    max_steps = 5
+
+    def __init__(self):
+        self.calls = []
+        self.specs = [{"type": "function", "function": {
+            "name": name, "description": name,
+            "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}}}}
+            for name in ("first_tool", "second_tool")]
+
+    def run(self, call):
+        self.calls.append((call["function"]["name"], call["function"]["arguments"]))
+        return f"got {call['function']['arguments']}"
+
+
+def test_sim_call_lines_script_the_calls_in_order(session, sim):
+    from kimi_magic import Options
+
+    tools = Echo()
+    prompt = ('sim:call second_tool {"x": 2}\nsim:call not_offered {}\n'
+              'sim:call first_tool {"x": 1}\nDo it; first_tool is mentioned but scripted.')
+    turn = session.ask(prompt, options=Options(tools=tools.specs), tools=tools)
+    assert tools.calls == [("second_tool", '{"x": 2}'), ("first_tool", '{"x": 1}')]
+    assert turn.text == 'Tool results: second_tool -> got {"x": 2}; first_tool -> got {"x": 1}'
+    # Call ids count the calls made so far, so a replayed script gets the same ids.
+    assert [c["call"]["id"] for c in turn.tool_calls] == ["call_1", "call_2"]

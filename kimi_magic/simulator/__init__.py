@@ -12,7 +12,8 @@ ids and windows come from :mod:`kimi_magic.core.models`. Standard library only.
 
 Replies are built from the request (see :mod:`.replies`): a question is answered by quoting the
 earlier sentence that best matches it, a request to summarise gets a sectioned Markdown summary,
-tools named in the prompt are called. Token counts follow the rules in :mod:`.tokens`
+tools named in the prompt are called — or exactly the calls its ``sim:call NAME {json}`` lines
+script, one per step (see :mod:`.script`). Token counts follow the rules in :mod:`.tokens`
 (``ceil(utf8 bytes / 4) + 4`` per message, 256 per image).
 
 Python API::
