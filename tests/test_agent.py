@@ -262,6 +262,15 @@ def test_the_next_prompt_carries_what_ran_since(ipython, sim):
     assert "<notebook>" in shown(out)
 
 
+def test_the_note_hides_secrets_a_cell_printed(ipython, sim, monkeypatch):
+    monkeypatch.setenv("DB_PASSWORD", "hunter2-but-longer")
+    run(ipython, "import os\nprint(os.environ['MOONSHOT_API_KEY'], os.environ['DB_PASSWORD'])")
+    run(ipython, "%%kimi\nWhat did that print?")
+    user = chats(sim)[-1]["messages"][-1]["content"]
+    assert "output: [hidden] [hidden]" in user
+    assert KEY not in user and "hunter2-but-longer" not in user
+
+
 def test_the_note_is_budgeted_and_can_be_turned_off(ipython, sim):
     from kimi_magic.core import tokens
 

@@ -23,13 +23,14 @@ import threading
 import traceback
 import types
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.errors import SessionError
 from ..core.notebook_context import CellRun, Change, note
+from ..core.redact import env_secrets, redact
 from ..core.session import Session
 from ..core.text import clip
 
@@ -187,11 +188,12 @@ class CellLog:
         """The session's turn is done: later notes start after the cells logged so far."""
         self._marks[session] = self.cells[-1].seq if self.cells else 0
 
-    def note_for(self, session: str, budget: int) -> str:
-        """The ``<notebook>`` note of plain code cells run since ``session``'s last turn."""
+    def note_for(self, session: str, budget: int, secrets: Iterable[str] = ()) -> str:
+        """The ``<notebook>`` note of plain code cells run since ``session``'s last turn,
+        with ``secrets`` (and secret-named environment values) hidden."""
         since = self._marks.get(session, -1)
         runs = [c.run() for c in self.cells if c.seq > since and c.is_code]
-        return note(runs, budget)
+        return redact(note(runs, budget), [*secrets, *env_secrets()])
 
     def recent(self, count: int) -> list[LoggedCell]:
         cells = [c for c in self.cells if not c.is_kimi]

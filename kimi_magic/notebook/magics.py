@@ -243,7 +243,8 @@ class KimiMagic(Magics, SettingTraits):
             tools = tool_module.for_session(session, functions=args.tools, web=args.web,
                                             extra=extra)
             opts.tools = tools.specs
-        note = self.cells.note_for(session.name, self.notebook_context)
+        note = self.cells.note_for(session.name, self.notebook_context,
+                                   [session.settings.api_key])
         try:
             turn = session.ask(prompt, model=args.model, options=opts, once=args.once,
                                cell_id=self._cell_id(), on_delta=view, tools=tools, note=note)
