@@ -98,6 +98,10 @@ BAD_CONFIG = [
     ("batch_poll_seconds", "-1.0"),
     ("store_path", "5"),
     ("auto_widget", '"sometimes"'),
+    ("agent_approval", '"maybe"'),
+    ("agent_timeout", "0"),
+    ("agent_timeout", '"long"'),
+    ("notebook_context", "-1"),
 ]
 
 
