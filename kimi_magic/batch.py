@@ -47,6 +47,7 @@ class BatchJob:
     collected: float | None = None
     cost: float | None = None
     failed: int | None = None
+    input_file: str | None = None
 
 
 @dataclass
@@ -75,7 +76,7 @@ class BatchSummary:
 def _job(row: dict[str, Any]) -> BatchJob:
     return BatchJob(row["id"], row["session"], row["created"], row["model"], row["items"],
                     row["status"], row["mapping"], row["out"], row["source"], row["collected"],
-                    row["cost"], row["failed"])
+                    row["cost"], row["failed"], row.get("input_file"))
 
 
 def jobs(store: Store, session: str | None = None) -> list[BatchJob]:
@@ -114,12 +115,21 @@ def _batch_model(session: Session, requested: str | None, sub: Any, prompts: lis
     return model
 
 
+def check_options(opts: Options) -> None:
+    """Refuse what a Batch API line may not carry: Moonshot's batch guide fixes sampling."""
+    knobs = [name for name, value in opts.sampling.items() if value is not None]
+    if knobs:
+        raise SessionError(f"--batch: Batch API lines take no sampling parameters "
+                           f"({', '.join(knobs)}); drop them or run without --batch")
+
+
 def submit(session: Session, prompt: str, items: Any, *, model: str | None = None,
            options: Options | None = None, out: str | None = None,
            source: str | None = None) -> BatchJob:
     """Upload one line per item and create the batch; remembered in the store."""
     if not prompt.strip():
         raise SessionError("the prompt is empty: write it in the cell body, with {item}")
+    check_options(options or Options())
     values, index = as_items(items)
     prompts = [fill(prompt, item) for item in values]
     opts = replace(options or Options(), stream=False, tools=None)
@@ -147,7 +157,8 @@ def submit(session: Session, prompt: str, items: Any, *, model: str | None = Non
         "json": bool(opts.json), "prefix": opts.prefix,
     }
     job = BatchJob(created["id"], session.name, time.time(), chosen.id, len(lines),
-                   str(created.get("status") or "validating"), mapping, out, source)
+                   str(created.get("status") or "validating"), mapping, out, source,
+                   input_file=uploaded["id"])
     with session.store.transaction() as conn:
         session.store.add_batch(conn, {
             "id": job.id, "session": job.session, "created": job.created, "model": job.model,
@@ -247,6 +258,7 @@ def collect(session: Session, batch_id: str | None = None, *, interval: float | 
     # transaction, under the session that submitted it.
     session.record_calls(rows if recorded else [], owner=job.session,
                          detail=job if recorded else None, also=mark_collected)
+    _delete_input(session, job, notices)
     job.collected, job.cost, job.failed = time.time(), cost, len(failures)
     if failures:
         notices.append("Failed lines: " + "; ".join(f"#{f.index} ({_short(f.item, 40)}): "
@@ -254,6 +266,24 @@ def collect(session: Session, batch_id: str | None = None, *, interval: float | 
                        + (f"; and {len(failures) - 5} more" if len(failures) > 5 else ""))
     return _shape(results, mapping), BatchSummary(job, job.items - len(failures), failures,
                                                   usage, cost, recorded, notices)
+
+
+def _delete_input(session: Session, job: BatchJob, notices: list[str]) -> None:
+    """Delete the uploaded JSONL once collected: an account holds at most 1,000 files.
+
+    The output and error files stay, so collecting again still works.
+    """
+    if not job.input_file:
+        return
+    try:
+        session.client.files.delete(job.input_file)
+    except KimiError as err:
+        notices.append(f"The batch input file {job.input_file} was not deleted "
+                       f"({err.line()}); Moonshot keeps at most 1,000 files per account.")
+        return
+    with session.store.transaction() as conn:
+        session.store.update_batch(conn, job.id, input_file=None)
+    job.input_file = None
 
 
 def _value(i: int, item: Any, reply: Reply, mapping: dict[str, Any],

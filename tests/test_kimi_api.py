@@ -149,3 +149,132 @@ def _widget_html(out) -> str:
         return dashboard.summary.value
     finally:
         dashboard.close()
+
+
+# -- reasoning_content and content on assistant tool-call messages ---------------------------
+
+def assistant_calls(body: dict) -> list[dict]:
+    return [m for m in body["messages"] if m["role"] == "assistant" and m.get("tool_calls")]
+
+
+def test_a_web_turn_does_not_break_the_next_thinking_cell(ipython, sim):
+    with capture_output():
+        ipython.run_cell_magic("kimi", "--web", "Search the web for the Kimi K3 launch.")
+    with capture_output() as out:
+        ipython.run_cell_magic("kimi", "", "Thanks. What did you find?")
+    body = chats(sim)[-1]
+    assert "thinking" not in body, "kimi-k2.6 thinks by default"
+    (call,) = assistant_calls(body)
+    assert call["reasoning_content"] == "" and "content" not in call
+    assert shown(out).strip(), "the cell answered: no 400"
+    session = ipython.magics_manager.registry["KimiMagic"].session
+    stored = next(m.data for m in session.context.history if m.data.get("tool_calls"))
+    assert "reasoning_content" not in stored, "stored as received, filled only on the wire"
+
+
+def test_a_no_think_tools_turn_then_a_default_cell(ipython, sim):
+    ipython.run_cell("def word_count(text: str) -> int:\n"
+                     "    '''Count the words of a text.'''\n"
+                     "    return len(text.split())\n")
+    with capture_output():
+        ipython.run_line_magic("kimi", "tool word_count")
+        ipython.run_cell_magic("kimi", "--tools --no-think", 'Use word_count on "a b c".')
+    first = chats(sim)
+    assert all(b["thinking"] == {"type": "disabled"} for b in first)
+    (call,) = assistant_calls(first[-1])
+    assert "content" not in call and "reasoning_content" not in call
+    with capture_output():
+        ipython.run_cell_magic("kimi", "--out answer", "And how many words is that?")
+    (call,) = assistant_calls(chats(sim)[-1])
+    assert call["reasoning_content"] == "" and "content" not in call
+    assert ipython.user_ns["answer"]
+
+
+@pytest.mark.parametrize("stream", ["", "--no-stream"])
+def test_an_empty_reasoning_content_from_the_server_is_kept(ipython, sim, stream):
+    sim.configure(empty_reasoning=True)
+    ipython.run_cell("def word_count(text: str) -> int:\n"
+                     "    '''Count the words of a text.'''\n"
+                     "    return len(text.split())\n")
+    with capture_output():
+        ipython.run_line_magic("kimi", "tool word_count")
+        ipython.run_cell_magic("kimi", f"--tools {stream}", 'Use word_count on "a b".')
+    session = ipython.magics_manager.registry["KimiMagic"].session
+    stored = next(m.data for m in session.context.history if m.data.get("tool_calls"))
+    assert stored["reasoning_content"] == ""
+    (call,) = assistant_calls(chats(sim)[-1])
+    assert call["reasoning_content"] == ""
+
+
+def test_the_simulator_refuses_an_empty_content_on_a_tool_call_message(sim):
+    import openai
+
+    client = openai.OpenAI(base_url=sim.url, api_key="sk-test")
+    call = {"id": "c1", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}
+    history = [{"role": "user", "content": "time?"},
+               {"role": "assistant", "content": "", "reasoning_content": "", "tool_calls": [call]},
+               {"role": "tool", "tool_call_id": "c1", "content": "noon"}]
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="kimi-k2.6", messages=history)
+    assert err.value.body["message"] == (
+        "Invalid request: text content is empty in the message at position 1 with role "
+        "'assistant'; omit content on a tool call message")
+    del history[1]["content"]
+    assert client.chat.completions.create(model="kimi-k2.6", messages=history).choices
+    with pytest.raises(openai.BadRequestError, match="must not be empty"):
+        client.chat.completions.create(model="kimi-k2.6", messages=[
+            {"role": "user", "content": "hi"}, {"role": "assistant", "content": ""},
+            {"role": "user", "content": "again"}])
+
+
+# -- batches and files -------------------------------------------------------------------------
+
+def test_batch_with_sampling_is_refused_before_anything_is_uploaded(ipython, sim):
+    ipython.user_ns["items"] = ["a", "b"]
+    ipython.user_ns["df"] = [1, 2]
+    with pytest.raises(UsageError) as err:
+        ipython.run_cell_magic("kimi", "--map items --batch -t 0.3 --pin df", "Say {item}")
+    assert str(err.value) == ("--batch: Batch API lines take no sampling parameters "
+                              "(temperature); drop them or run without --batch")
+    assert sim.requests == [], "nothing uploaded, nothing sent"
+    session = ipython.magics_manager.registry["KimiMagic"].session
+    assert not session.context.pins, "nothing changed"
+
+
+def test_the_batch_input_file_is_deleted_once_collected(ipython, sim):
+    ipython.user_ns["items"] = ["apples", "pears"]
+    with capture_output():
+        ipython.run_cell_magic("kimi", "--map items --batch --out results", "Say {item}")
+    assert len(ipython.user_ns["results"]) == 2
+    uploads = [r for r in sim.requests if r["method"] == "POST" and r["path"] == "/v1/files"]
+    deletes = [r for r in sim.requests if r["method"] == "DELETE"]
+    assert len(uploads) == 1 and len(deletes) == 1
+    purposes = [f["purpose"] for f in sim.files.list()]
+    assert "batch" not in purposes and "batch_output" in purposes
+    with capture_output() as out:
+        ipython.run_line_magic("kimi", "batches collect")
+    assert "already recorded" in shown(out), "collecting again still works"
+
+
+def simple_pdf(text: str) -> bytes:
+    stream = f"BT /F1 12 Tf 72 712 Td ({text}) Tj ET".encode()
+    return (b"%PDF-1.4\n1 0 obj\n<< /Length " + str(len(stream)).encode() + b" >>\nstream\n"
+            + stream + b"\nendstream\nendobj\ntrailer\n<< >>\n%%EOF\n")
+
+
+@pytest.mark.parametrize("answer", ["json", "text"])
+def test_file_extract_is_read_as_json_or_plain_text(ipython, sim, tmp_path, monkeypatch,
+                                                    answer):
+    sim.configure(file_content=answer)
+    (tmp_path / "report.pdf").write_bytes(simple_pdf("Quarterly revenue was 42 million"))
+    monkeypatch.chdir(tmp_path)
+    with capture_output():
+        ipython.run_line_magic("kimi", "pin report.pdf")
+        ipython.run_cell_magic("kimi", "", "What was the revenue?")
+    system = " ".join(str(m["content"]) for m in chats(sim)[-1]["messages"]
+                      if m["role"] == "system")
+    assert "Quarterly revenue was 42 million" in system
+    assert '"content"' not in system and '"file_type"' not in system
+    uploads = [r for r in sim.requests if r["method"] == "POST" and r["path"] == "/v1/files"]
+    assert len(uploads) == 1
+    assert [f for f in sim.files.list() if f["purpose"] == "file-extract"] == [], "deleted"

@@ -30,7 +30,8 @@ from .errors import StoreError
 SCHEMA_VERSION = migrations.latest()
 
 #: Columns of ``batches`` that collecting and polling may change.
-_BATCH_UPDATES = ("status", "output_file", "error_file", "collected", "cost", "failed")
+_BATCH_UPDATES = ("status", "output_file", "error_file", "collected", "cost", "failed",
+                  "input_file")
 
 
 def default_path() -> Path:
@@ -285,7 +286,7 @@ class Store:
     def batches(self, session: str | None = None) -> list[dict[str, Any]]:
         """Batches newest first (all sessions unless one is named), ``mapping`` parsed."""
         sql = ("SELECT id, session, created, model, items, status, mapping, out, source, "
-               "collected, cost, failed FROM batches")
+               "collected, cost, failed, input_file FROM batches")
         params: tuple[Any, ...] = ()
         if session is not None:
             sql += " WHERE session = ?"
@@ -299,7 +300,7 @@ class Store:
 
     def update_batch(self, conn: sqlite3.Connection, batch_id: str, **values: Any) -> None:
         """Set some of ``status``, ``output_file``, ``error_file``, ``collected``, ``cost``,
-        ``failed`` on one batch."""
+        ``failed``, ``input_file`` (cleared once the upload is deleted) on one batch."""
         unknown = set(values) - set(_BATCH_UPDATES)
         if unknown:
             raise ValueError(f"not a batch column to update: {', '.join(sorted(unknown))}")

@@ -33,14 +33,16 @@ def run_magic(magic: Any, session: Session, args: Any, prompt: str) -> Any:
     as_items(items, args.map_var)
     if not prompt.strip():
         raise SessionError("the prompt is empty: write it in the cell body, with {item}")
+    opts = Options(max_completion_tokens=args.max_tokens, think=args.think, effort=args.effort,
+                   prefix=args.prefix, json=args.json, stream=False,
+                   sampling={"temperature": args.temperature, "top_p": args.top_p})
+    if args.batch:
+        batch.check_options(opts)  # before pins or the system prompt change anything
     for target in args.pin:
         magic._pin(session, target)
     if args.system is not None and session.set_system(args.system):
         print(f"System prompt of session {session.name!r} set; other sessions keep "
               "theirs.")
-    opts = Options(max_completion_tokens=args.max_tokens, think=args.think, effort=args.effort,
-                   prefix=args.prefix, json=args.json, stream=False,
-                   sampling={"temperature": args.temperature, "top_p": args.top_p})
     if args.batch:
         job = batch.submit(session, prompt, items, model=args.model, options=opts,
                            out=args.out, source=args.map_var)

@@ -5,7 +5,8 @@ refused by the models that always think; ``reasoning_effort`` exists only on mod
 effort setting; a request that thinks (any always-thinking model, or kimi-k2.6 unless thinking
 is disabled) insists that every earlier assistant tool call comes back with a
 ``reasoning_content`` (an empty string counts) and may not offer the builtin ``$web_search``,
-which needs thinking disabled; the context window is enforced in two steps (input alone, then
+which needs thinking disabled; an assistant message may not have empty content (a tool-call
+message omits it instead); the context window is enforced in two steps (input alone, then
 input plus the requested completion budget).
 """
 
@@ -78,7 +79,29 @@ def _check_messages(messages: Any) -> list[dict[str, Any]]:
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or message.get("role") not in ROLES:
             raise invalid(f"messages[{i}] must be an object with a role in {', '.join(ROLES)}")
+        if message["role"] == "assistant" and not message.get("partial"):
+            _check_assistant_content(i, message)
     return messages
+
+
+def _is_empty(content: Any) -> bool:
+    if isinstance(content, list):
+        return all(isinstance(p, dict) and p.get("type") == "text"
+                   and not str(p.get("text") or "").strip() for p in content)
+    return not str(content or "").strip()
+
+
+def _check_assistant_content(i: int, message: dict[str, Any]) -> None:
+    """Moonshot's chat docs: content must not be empty. A tool-call message may omit it
+    (Moonshot's own client does), but not send it empty, though Kimi's replies carry it so."""
+    if message.get("tool_calls"):
+        if "content" in message and message["content"] is not None \
+                and _is_empty(message["content"]):
+            raise invalid(f"Invalid request: text content is empty in the message at position "
+                          f"{i} with role 'assistant'; omit content on a tool call message")
+    elif _is_empty(message.get("content")):
+        raise invalid(f"Invalid request: the message at position {i} with role 'assistant' "
+                      "must not be empty")
 
 
 def _check_tools(body: dict[str, Any], model: Model) -> None:

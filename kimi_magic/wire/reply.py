@@ -96,6 +96,8 @@ class Assembler:
         self.on_delta = on_delta
         self.content: list[str] = []
         self.reasoning: list[str] = []
+        #: A ``reasoning_content`` arrived, even an empty one: it goes back as received.
+        self.reasoned = False
         self.tools: dict[int, dict[str, Any]] = {}
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
@@ -108,10 +110,13 @@ class Assembler:
             usage = usage or Usage.parse(extra.get("usage"))
             delta = choice.delta
             if delta is not None:
-                reasoning = getattr(delta, "reasoning_content", None) or (
-                    (delta.model_extra or {}).get("reasoning_content"))
-                if reasoning:
-                    self._emit("reasoning", reasoning, self.reasoning)
+                reasoning = getattr(delta, "reasoning_content", None)
+                if reasoning is None:
+                    reasoning = (delta.model_extra or {}).get("reasoning_content")
+                if isinstance(reasoning, str):
+                    self.reasoned = True
+                    if reasoning:
+                        self._emit("reasoning", reasoning, self.reasoning)
                 if delta.content:
                     self._emit("content", delta.content, self.content)
                 for call in delta.tool_calls or ():
@@ -154,7 +159,7 @@ class Assembler:
             raise KimiError("stream_cut", "the stream ended before the reply was finished",
                             partial=self.partial_text)
         message: dict[str, Any] = {"role": "assistant", "content": "".join(self.content)}
-        if self.reasoning:
+        if self.reasoned:
             message["reasoning_content"] = "".join(self.reasoning)
         if self.tools:
             message["tool_calls"] = [self.tools[i] for i in sorted(self.tools)]
@@ -166,7 +171,9 @@ def reply_from_completion(completion: Any, model: str, seconds: float) -> Reply:
     choice = completion.choices[0]
     raw = dump(choice.message)
     message: dict[str, Any] = {"role": "assistant", "content": raw.get("content") or ""}
-    for key in ("reasoning_content", "tool_calls", "name"):
+    if isinstance(raw.get("reasoning_content"), str):
+        message["reasoning_content"] = raw["reasoning_content"]  # kept even when empty
+    for key in ("tool_calls", "name"):
         if raw.get(key):
             message[key] = raw[key]
     if message.get("tool_calls"):

@@ -1,5 +1,6 @@
 """Request bodies as Kimi wants them: the output cap clamped to the window, sampling only
-when asked, thinking and effort switches, partial mode, JSON mode, prompt-cache options.
+when asked, thinking and effort switches, partial mode, JSON mode, prompt-cache options, and
+history messages in the shape Kimi accepts back (see ``wire_messages``).
 
 ``build_request`` gives keyword arguments for ``chat.completions.create``; ``wire_body`` the
 JSON those put on the wire; ``batch_line`` one Batch API input line.
@@ -45,12 +46,39 @@ def wire_body(request: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
+def thinks(model: Model, opts: Options) -> bool:
+    """Whether a request with ``opts`` makes ``model`` think (kimi-k2.6 does by default)."""
+    return model.thinking == "always" or (model.thinking == "default" and opts.think is not False)
+
+
+def wire_messages(messages: list[dict[str, Any]], thinking: bool) -> list[dict[str, Any]]:
+    """The history as Kimi takes it back; the stored messages are left as they are.
+
+    An assistant tool-call message without visible text omits ``content`` (Kimi refuses it
+    empty; Moonshot's own client drops it). A thinking request needs a ``reasoning_content``
+    on every assistant tool-call message: one made with thinking off (``--web``,
+    ``--no-think``) has none, so it goes with an empty one, which Kimi accepts.
+    """
+    out = []
+    for message in messages:
+        if message.get("role") == "assistant" and message.get("tool_calls"):
+            fixed = dict(message)
+            if not (fixed.get("content") or "").strip() and "content" in fixed:
+                del fixed["content"]
+            if thinking and not isinstance(fixed.get("reasoning_content"), str):
+                fixed["reasoning_content"] = ""
+            message = fixed
+        out.append(message)
+    return out
+
+
 def build_request(model: Model, messages: list[dict[str, Any]], opts: Options,
                   input_tokens: int, server: str = "moonshot") -> dict[str, Any]:
     """Keyword arguments for ``chat.completions.create``: only what Kimi wants sent."""
     if opts.prefix is not None and opts.json:
         raise KimiError("bad_request", "--prefix (partial mode) cannot be combined with --json")
-    body: dict[str, Any] = {"model": model.id, "messages": list(messages)}
+    body: dict[str, Any] = {"model": model.id,
+                            "messages": wire_messages(messages, thinks(model, opts))}
     if opts.prefix is not None:
         body["messages"].append({"role": "assistant", "content": opts.prefix, "partial": True})
     extra: dict[str, Any] = dict(opts.extra)
