@@ -109,3 +109,43 @@ def test_no_module_uses_another_modules_private_names():
                     and node.attr.startswith("_") and not node.attr.startswith("__")):
                 offenders.append(f"{name}:{node.lineno} uses {node.value.id}.{node.attr}")
     assert offenders == []
+
+
+def _private_names(tree: ast.Module) -> set[str]:
+    """Private names a module defines: functions, classes, module names, ``self._x``."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif (isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store)
+              and isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+            names.add(node.attr)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+    return {n for n in names if n.startswith("_") and not n.startswith("__")}
+
+
+#: A private name a module may reach on another object because that object is its own
+#: module's: the simulator's request handler calls its Simulator's dispatcher.
+SAME_MODULE = {("kimi_magic.simulator.server", "_handle")}
+
+
+def test_no_module_reaches_into_an_object_for_another_modules_private_names():
+    """``obj._name`` (``obj`` not ``self``/``cls``) where another module defines ``_name``:
+    one module calling into another's private methods or attributes, whatever the import."""
+    mods = modules()
+    defined = {name: _private_names(tree) for name, tree in mods.items()}
+    offenders = []
+    for name, tree in mods.items():
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Attribute) and node.attr.startswith("_")
+                    and not node.attr.startswith("__")):
+                continue
+            if isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
+                continue
+            owners = sorted(m for m, names in defined.items() if node.attr in names and m != name)
+            if owners and (name, node.attr) not in SAME_MODULE:
+                offenders.append(f"{name}:{node.lineno} uses .{node.attr} "
+                                 f"(defined in {', '.join(owners)})")
+    assert offenders == []

@@ -32,6 +32,11 @@ class Sessions:
             self._store = Store()
         return self._store
 
+    @property
+    def has_store(self) -> bool:
+        """Whether a store is open (``store`` opens the default one on first use)."""
+        return self._store is not None
+
     def use_store(self, store: Store) -> None:
         self._store = store
         self.open.clear()

@@ -58,4 +58,4 @@ def fix_last_error(magic: Any, rest: str) -> Any:
     if rest.strip():
         prompt += f"\n\nAlso: {rest.strip()}"
     args = parse_argstring(magic.kimi, "--format code --no-interpolate")
-    return magic._ask(args, prompt)
+    return magic.ask(args, prompt)

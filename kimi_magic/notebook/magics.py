@@ -105,7 +105,7 @@ class KimiMagic(Magics, SettingTraits):
         return self.sessions.current
 
     def _open_store(self) -> None:
-        if self.store_path and self.sessions._store is None:
+        if self.store_path and not self.sessions.has_store:
             self.sessions.use_store(Store(self.store_path))
 
     # -- %%kimi ---------------------------------------------------------------------------
@@ -171,7 +171,7 @@ class KimiMagic(Magics, SettingTraits):
         """
         if cell is not None:
             args = parse_argstring(self.kimi, line)
-            return self._guard(self._ask, args, cell)
+            return self._guard(self.ask, args, cell)
         words = line.strip().split(None, 1)
         if not words:
             return self._guard(self._status, "")
@@ -197,7 +197,8 @@ class KimiMagic(Magics, SettingTraits):
         key = str(self.api_key or "")
         return text.replace(key, "[key hidden]") if key else text
 
-    def _ask(self, args: Any, cell: str) -> Any:
+    def ask(self, args: Any, cell: str) -> Any:
+        """Run one ``%%kimi`` cell (already parsed into ``args``) and deliver the reply."""
         prompt = cell.strip()
         if not args.no_interpolate:
             # With --map, {item} is the fan-out's placeholder, even if the user has an `item`.
@@ -224,7 +225,7 @@ class KimiMagic(Magics, SettingTraits):
 
             return mapping.run_magic(self, session, args, prompt)
         for target in args.pin:
-            self._pin(session, target)
+            self.pin_target(session, target)
         if not prompt:
             return None
         if args.system is not None and session.set_system(args.system):
@@ -345,7 +346,7 @@ class KimiMagic(Magics, SettingTraits):
             client = self.sessions.client()
         except KimiError:
             return f"{self.base_url} (no API key set)"
-        return f"{client.base_url} ({client._server})"
+        return f"{client.base_url} ({client.server})"
 
     def _sub_history(self, rest: str) -> None:
         rows = []
@@ -492,8 +493,9 @@ class KimiMagic(Magics, SettingTraits):
         print(f"Imported {args.path} as session {s.name!r}; %kimi use {s.name} to switch.")
 
     # pins
-    def _pin(self, session: Session, target: str, name: str | None = None,
-             max_tokens: int | None = None, frozen: bool = False) -> None:
+    def pin_target(self, session: Session, target: str, name: str | None = None,
+                   max_tokens: int | None = None, frozen: bool = False) -> None:
+        """Pin ``target`` (a variable, file or URL) into ``session`` and say so."""
         from .. import pins
 
         pin = pins.pin(session, target, self.shell.user_ns, name=name,
@@ -508,7 +510,7 @@ class KimiMagic(Magics, SettingTraits):
         p.add_argument("--max-tokens", type=int, dest="max_tokens")
         p.add_argument("--frozen", action="store_true")
         args = p.parse_argstring(rest)
-        self._pin(self.session, args.target, args.name, args.max_tokens, args.frozen)
+        self.pin_target(self.session, args.target, args.name, args.max_tokens, args.frozen)
 
     def _sub_unpin(self, rest: str) -> None:
         name = rest.strip()

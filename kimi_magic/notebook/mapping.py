@@ -39,7 +39,7 @@ def run_magic(magic: Any, session: Session, args: Any, prompt: str) -> Any:
     if args.batch:
         batch.check_options(opts)  # before pins or the system prompt change anything
     for target in args.pin:
-        magic._pin(session, target)
+        magic.pin_target(session, target)
     if args.system is not None and session.set_system(args.system):
         print(f"System prompt of session {session.name!r} set; other sessions keep "
               "theirs.")

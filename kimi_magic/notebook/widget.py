@@ -272,8 +272,6 @@ class Dashboard(widgets.VBox):
             f"{html.escape(line)}</div>")
 
     def _redact(self, text: str) -> str:
-        if self.magic is not None and hasattr(self.magic, "_redact"):
-            return self.magic._redact(text)
         key = self.session.settings.api_key
         return text.replace(key, "[key hidden]") if key else text
 
