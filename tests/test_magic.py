@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from conftest import TEST_KEY as KEY
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 from traitlets.config import Config
+
+from conftest import TEST_KEY as KEY
 
 
 @pytest.fixture()

@@ -19,7 +19,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from conftest import PriceTool
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -30,6 +29,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from conftest import PriceTool
 from kimi_magic import Options, Session, Settings, Store
 from kimi_magic.core.context import Message, Pin
 from kimi_magic.simulator import Simulator
