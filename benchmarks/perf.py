@@ -22,7 +22,7 @@ from typing import Any
 import openai
 
 from kimi_magic import Message, Pin, Session, Settings, Store
-from kimi_magic.notebook.display import StreamView
+from kimi_magic.notebook.display import StreamView, status_line
 from kimi_magic.simulator import Simulator, count_prompt_tokens
 
 PROMPT = "question {i}: which function handles the join, and what does it return?"
@@ -76,7 +76,7 @@ def overhead(reps: int = 15) -> dict[str, Any]:
                 view = StreamView(display=_no_display)
                 t = time.perf_counter()
                 turn = s.ask(prompt, on_delta=view)
-                view.close(turn.line())
+                view.close(status_line(turn))
                 spent = time.perf_counter() - t
                 # Back to the fixed context (untimed): a new snapshot of the state left, then
                 # rollback, so every repetition sends the same number of tokens.
@@ -188,7 +188,7 @@ def stream_cpu(seconds: float = 6.0, tps: float = 100.0) -> dict[str, Any]:
         wall = time.perf_counter()
         turn = s.ask("Please summarise what I told you.", on_delta=on_delta)
         t = time.thread_time()
-        view.close(turn.line())
+        view.close(status_line(turn))
         display_cpu[0] += time.thread_time() - t
         wall = time.perf_counter() - wall
         cpu = time.thread_time() - cpu

@@ -239,7 +239,7 @@ def run_session(work: Workload, model: str, settings: Settings, name: str) -> Re
                 result.final_request = json.dumps(s.context.wire(), ensure_ascii=False)
             s.ask(r.prompt)
             spent = 0.0
-            for row in s.turns[seen:]:
+            for row in s.calls[seen:]:
                 usage = {"prompt_tokens": row["prompt_tokens"] or 0,
                          "cached_tokens": row["cached_tokens"] or 0,
                          "cache_write_tokens": row["cache_write_tokens"] or 0,
@@ -249,7 +249,7 @@ def run_session(work: Workload, model: str, settings: Settings, name: str) -> Re
                 result.cached_tokens += usage["cached_tokens"]
                 result.calls += 1
                 result.compactions += row["kind"] != "chat"
-            seen = len(s.turns)
+            seen = len(s.calls)
             result.costs.append(spent)
         for _, value, query in FACTS:
             if any(value in hit["text"] for hit in s.recall(query, limit=5)):

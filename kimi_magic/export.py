@@ -61,11 +61,11 @@ def to_dict(session: Session, *, snapshots: bool = False) -> dict[str, Any]:
         "settings": _public_settings(session),
         **_context_dict(session.context),
         "turns": [{k: v for k, v in t.items() if k not in ("id", "session")}
-                  for t in session.turns],
+                  for t in session.calls],
     }
     if snapshots:
         data["snapshots"] = [
-            {"id": s.id, "label": s.label, "time": s.time, "rounds": s.turns,
+            {"id": s.id, "label": s.label, "time": s.time, "rounds": s.rounds,
              "tokens": s.tokens, "parent": s.parent, "auto": s.auto,
              "context": _context_dict(s.context)} for s in session.snapshots]
     return data

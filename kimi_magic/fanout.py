@@ -9,7 +9,7 @@ recorded as turns of kind "map", outside the conversation's history.
 
 >>> map_prompts(session, "Translate to French: {item}", ["cat", "dog"])  # doctest: +ELLIPSIS
 ['Noted. (... to: "Translate to French: cat")', 'Noted. (... to: "Translate to French: dog")']
->>> [t["kind"] for t in session.turns], session.context.history
+>>> [t["kind"] for t in session.calls], session.context.history
 (['map', 'map'], ())
 """
 

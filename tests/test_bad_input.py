@@ -112,7 +112,7 @@ def chats(sim) -> int:
 def state(session: Session) -> tuple[Any, ...]:
     fresh = Store(session.store.path)
     try:
-        return (session.name, session.context.wire(), len(session.turns),
+        return (session.name, session.context.wire(), len(session.calls),
                 [s.id for s in session.snapshots], fresh.turns(session.name),
                 fresh.snapshots(session.name), fresh.sessions()[0]["turns"],
                 [r["name"] for r in fresh.sessions()])

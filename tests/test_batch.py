@@ -7,10 +7,10 @@ import json
 
 import pandas as pd
 import pytest
-from conftest import TEST_KEY
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
+from conftest import TEST_KEY
 from kimi_magic import MapFailure, Options, Session, SessionError, Store, batch
 from kimi_magic.core.models import BATCH_DISCOUNT, MODELS
 
@@ -96,7 +96,7 @@ def test_resume_after_a_kernel_restart(settings, store_path, sim):
     assert polls == [0.5, 0.5], "polled at the configured interval until completed"
     assert isinstance(results, pd.Series) and list(results.index) == [7, 9]
     assert results.name == "who" and "Grace" in results[9]
-    assert summary.recorded and len([t for t in again.turns if t["kind"] == "map"]) == 2
+    assert summary.recorded and len([t for t in again.calls if t["kind"] == "map"]) == 2
     # Collecting again gives the results but never bills twice.
     results2, summary2 = batch.collect(again, job.id, interval=0)
     assert list(results2) == list(results) and not summary2.recorded

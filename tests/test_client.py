@@ -6,6 +6,7 @@ import pytest
 
 from kimi_magic import KimiError, Options, Session, Settings, Store
 from kimi_magic.core.models import resolve
+from kimi_magic.notebook.display import status_line
 from kimi_magic.simulator import Simulator
 from kimi_magic.wire.request import build_request
 
@@ -67,7 +68,7 @@ def test_usage_and_cached_tokens_read_wherever_the_server_puts_them(session, sim
     assert turn.usage.exact
     assert turn.usage.prompt_tokens > 256
     assert turn.usage.cached_tokens > 0, "second turn shares the first turn's prefix"
-    assert "exact" in turn.line()
+    assert "exact" in status_line(turn)
 
 
 def test_stream_without_usage_falls_back_to_marked_estimates(session, sim):
@@ -75,7 +76,7 @@ def test_stream_without_usage_falls_back_to_marked_estimates(session, sim):
     turn = session.ask("How big is the context?")
     assert not turn.usage.exact
     assert turn.usage.prompt_tokens > 0 and turn.usage.completion_tokens > 0
-    assert "estimated" in turn.line() and "~" in turn.line()
+    assert "estimated" in status_line(turn) and "~" in status_line(turn)
     assert not session.status()["exact"]
 
 

@@ -215,7 +215,7 @@ def test_compress_rereads_the_context_from_the_prompt_cache(
     # The conversation as the last turn sent it (plus its reply), then one instruction.
     assert request["messages"][: len(last_turn)] == last_turn
     assert "except my last 3 messages" in request["messages"][-1]["content"]
-    row = [t for t in session.turns if t["kind"] == "compress"][-1]
+    row = [t for t in session.calls if t["kind"] == "compress"][-1]
     assert row["cached_tokens"] > 0.8 * row["prompt_tokens"], "billed mostly as cache hits"
     assert request["max_completion_tokens"] < 2 * session.settings.summary_tokens
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import nbformat
 import pytest
-from conftest import TEST_KEY, PriceTool
 
+from conftest import TEST_KEY, PriceTool
 from kimi_magic import Options, Session, Settings, Store
 from kimi_magic import export as exporting
 from kimi_magic.core.context import Message, Pin
@@ -75,7 +75,7 @@ def test_json_export_round_trips_into_a_new_session(worked: Session, settings: S
     assert data["settings"]["model"] == worked.settings.model
     assert data["history"][1]["meta"]["usage"]["completion_tokens"] > 0
     assert [s["label"] for s in data["snapshots"]] == [s.label for s in worked.snapshots]
-    assert len(data["turns"]) == len(worked.turns)
+    assert len(data["turns"]) == len(worked.calls)
 
     other = Sessions(settings, Store(tmp_path / "other.sqlite"))
     loaded = exporting.load(other, path, "copy")

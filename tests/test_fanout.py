@@ -57,7 +57,7 @@ def test_fifty_items_survive_rate_limits_and_come_back_in_order(fast, sim):
     rows = [t for t in fast.store.turns("t") if t["kind"] == "map"]
     assert len(rows) == 50
     assert sum(r["cost"] for r in rows) == pytest.approx(fan.cost)
-    assert fast.cost()["total"] == pytest.approx(sum(t["cost"] for t in fast.turns))
+    assert fast.cost()["total"] == pytest.approx(sum(t["cost"] for t in fast.calls))
     assert "50 of 50 items answered" in fan.line()
 
 
@@ -83,7 +83,7 @@ def test_a_failed_item_is_marked_and_the_rest_complete(session, sim):
     assert results[0].startswith("[failed] Blocked by Kimi's content filter")
     assert results[0].index == 0 and results[0].item == "first"
     assert [r for r in results[1:] if "second" in r or "third" in r] == results[1:]
-    assert [t["kind"] for t in session.turns].count("map") == 2
+    assert [t["kind"] for t in session.calls].count("map") == 2
 
 
 def test_a_series_gives_a_series_with_the_same_index(fast):

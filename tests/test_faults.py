@@ -22,6 +22,7 @@ from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
 from kimi_magic import KimiError, Session, Settings, Store
+from kimi_magic.notebook.display import status_line
 
 # Failures answered with an HTTP error that must reach the user on the first request.
 NOT_RETRIED = [
@@ -48,7 +49,7 @@ def state(session: Session) -> tuple[Any, ...]:
     """What must not change after a failed turn: memory, store rows, a fresh reload."""
     fresh = Session(session.name, session.settings, store=Store(session.store.path))
     try:
-        return (session.context.wire(), len(session.turns), session.store.turns(session.name),
+        return (session.context.wire(), len(session.calls), session.store.turns(session.name),
                 fresh.context.wire(), fresh.store.turns(session.name),
                 [s.id for s in fresh.snapshots])
     finally:
@@ -175,7 +176,7 @@ def test_stream_without_usage_is_estimated_and_marked(warm, sim):
     sim.configure(usage="none")
     turn = warm.ask("What is my favourite number?")
     assert not turn.usage.exact
-    line = turn.line()
+    line = status_line(turn)
     assert "estimated" in line and "~" in line
     assert turn.usage.prompt_tokens > 0 and turn.usage.completion_tokens > 0
     assert warm.store.turns("t")[-1]["exact"] == 0

@@ -93,7 +93,7 @@ def test_the_key_is_nowhere_the_magic_writes_or_shows(keyed, sim, tmp_path, capl
 
     session = magic.session
     for obj in (magic, session, session.settings, session.client, session.store,
-                magic.sessions.settings.public(), session.status(), session.turns):
+                magic.sessions.settings.public(), session.status(), session.calls):
         assert_clean(repr(obj), f"repr of {type(obj).__name__}")
         assert_clean(str(obj), f"str of {type(obj).__name__}")
     assert_clean(widget_states(), "widget state")

@@ -93,7 +93,7 @@ def test_a_k31_turn_sends_effort_and_bills_cache_writes_as_k3_does(ipython, sim)
     assert body["model"] == "kimi-k3.1-pro" and body["reasoning_effort"] == "high"
     assert "thinking" not in body
     session = ipython.magics_manager.registry["KimiMagic"].session
-    turn = session.turns[-1]
+    turn = session.calls[-1]
     assert turn["cache_write_tokens"] > 0
     pro = MODELS["kimi-k3.1-pro"]
     fresh = turn["prompt_tokens"] - turn["cached_tokens"] - turn["cache_write_tokens"]

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TEST_KEY, PriceTool, reset_simulator
 
+from conftest import TEST_KEY, PriceTool, reset_simulator
 from kimi_magic import KimiError, Options, Session, Settings, Store
 from kimi_magic.core.context import Message, Pin
 from kimi_magic.core.session import SessionError
@@ -68,7 +68,7 @@ def test_snapshot_takes_constant_time_and_memory(session: Session) -> None:
     b = session.snapshot("big")
     big_seconds = time.perf_counter() - t0
     assert small_seconds < 0.05 and big_seconds < 0.05, (small_seconds, big_seconds)
-    assert (a.label, a.turns, b.turns, b.tokens) == ("small", 1, 2, big)
+    assert (a.label, a.rounds, b.rounds, b.tokens) == ("small", 1, 2, big)
     assert a.id and a.time and b.context is session.context
 
     tracemalloc.start()
@@ -199,7 +199,7 @@ def test_compress_snapshots_first_and_a_failed_call_changes_nothing(sim: Simulat
     assert summary is not None and len(session.context.rounds) == 3
     for n in range(1, 4):
         assert str(n * 32) in summary.text and f"/runs/{n}/metrics.json" in summary.text
-    assert session.turns[-1]["kind"] == "compress"
+    assert session.calls[-1]["kind"] == "compress"
     with pytest.raises(SessionError):
         session.compress(keep_rounds=5)
 
@@ -290,11 +290,11 @@ def test_a_server_token_limit_compacts_and_retries_once(sim: Simulator, session:
 
     # the compaction's own call fails too (it falls back to truncating), then the retry
     sim.fail("token_limit_input", times=3)
-    before_turns = len(session.turns)
+    before_turns = len(session.calls)
     with pytest.raises(KimiError) as err:
         session.ask("And fact-8.")
     assert "\n" not in err.value.line() and "fact-8" not in json.dumps(session.context.wire())
-    assert len([t for t in session.turns[before_turns:] if t["kind"] == "chat"]) == 0
+    assert len([t for t in session.calls[before_turns:] if t["kind"] == "chat"]) == 0
 
 
 # -- 7. cache-aware layout ------------------------------------------------------------------------
@@ -337,11 +337,11 @@ def test_a_restarted_kernel_resumes_context_snapshots_and_archive(session: Sessi
 
     resumed = Session("t", session.settings, store=Store(store_path))  # a new kernel
     assert json.dumps(resumed.context.wire()) == wire  # byte-identical, key order included
-    assert [(s.id, s.label, s.turns, s.tokens) for s in resumed.snapshots] == \
-        [(s.id, s.label, s.turns, s.tokens) for s in session.snapshots]
+    assert [(s.id, s.label, s.rounds, s.tokens) for s in resumed.snapshots] == \
+        [(s.id, s.label, s.rounds, s.tokens) for s in session.snapshots]
     again = next(s for s in resumed.snapshots if s.label == "first")
     assert json.dumps(again.context.wire()) == json.dumps(first.context.wire())
-    assert resumed.recall("fact-1") and resumed.turns == session.store.turns("t")
+    assert resumed.recall("fact-1") and resumed.calls == session.store.turns("t")
     assert resumed.current_snapshot == session.current_snapshot
     resumed.rollback("first")
     assert json.dumps(resumed.context.wire()) == json.dumps(first.context.wire())

@@ -129,7 +129,7 @@ def test_multi_turn_memory_out_and_estimated_figures(shell, llama):
     st = session.status()
     assert st["window_source"] == "table" and st["window"] == WINDOW
     assert not st["exact"]
-    assert all(t["exact"] == 0 and t["cached_tokens"] == 0 for t in session.turns)
+    assert all(t["exact"] == 0 and t["cached_tokens"] == 0 for t in session.calls)
 
 
 def test_snapshot_rollback_compress_with_fact_check_and_export(shell, llama, tmp_path):

@@ -62,7 +62,7 @@ def test_a_version_1_store_migrates_and_keeps_everything(v1, sim):
     assert "ZEBRA-17" in work.context.pins[0].message.text
     assert work.current_snapshot == 2
 
-    snaps = [(s.id, s.label, s.turns, s.parent, s.auto) for s in work.snapshots]
+    snaps = [(s.id, s.label, s.rounds, s.parent, s.auto) for s in work.snapshots]
     assert snaps == [(1, "baseline", 2, None, False), (2, "experiments", 4, 1, False),
                      (3, "branch-b", 3, 1, False), (4, "#4", 7, 3, False),
                      (5, "before rollback to experiments", 2, 4, True)]

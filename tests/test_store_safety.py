@@ -62,7 +62,7 @@ def check_consistent(path: Path, name: str) -> int:
         chat_turns = [t for t in store.turns(name) if t["kind"] == "chat"]
         assert len(chat_turns) == len(facts), "one turn row per round, no more, no less"
         for snap in s.snapshots:
-            assert [m.role for m in snap.context.history] == ["user", "assistant"] * snap.turns
+            assert [m.role for m in snap.context.history] == ["user", "assistant"] * snap.rounds
         for row in store.sessions():
             assert store.load_session(row["name"]) is not None
         return len(facts)
@@ -185,7 +185,7 @@ def test_snapshot_during_a_streaming_ask_waits_for_it(session, sim):
     assert streaming.wait(10)
     snap = session.snapshot("during")  # waits for the turn: never a half-built context
     t.join(10)
-    assert snap.turns == 2
+    assert snap.rounds == 2
     assert [m.role for m in snap.context.history] == ["user", "assistant"] * 2
     assert "turn" in result
 
@@ -229,8 +229,8 @@ def test_lifecycle_calls_from_other_threads_never_interleave_with_asks(session, 
     assert [m.role for m in history] == ["user", "assistant"] * (len(history) // 2)
     fresh = Session("t", s.settings, store=Store(s.store.path))
     assert fresh.context.wire() == s.context.wire(), "the store loads to the same context"
-    assert json.dumps([t["kind"] for t in fresh.turns]) == json.dumps(
-        [t["kind"] for t in s.turns])
+    assert json.dumps([t["kind"] for t in fresh.calls]) == json.dumps(
+        [t["kind"] for t in s.calls])
     for snap in fresh.snapshots:
         roles = [m.role for m in snap.context.history]
         assert roles == ["user", "assistant"] * (len(roles) // 2)

@@ -246,8 +246,8 @@ def test_web_search_echoes_the_arguments_and_is_billed(session, sim):
     notice = next(n for n in turn.notices if "$web_search" in n)
     assert "$0.005" in notice
     tokens_only = sum(session.model().cost(r["prompt_tokens"], r["cached_tokens"],
-                                           r["completion_tokens"]) for r in [session.turns[-1]])
-    assert session.turns[-1]["cost"] == pytest.approx(turn.cost)
+                                           r["completion_tokens"]) for r in [session.calls[-1]])
+    assert session.calls[-1]["cost"] == pytest.approx(turn.cost)
     assert turn.cost > WEB_SEARCH_USD
     assert tokens_only < turn.cost
 

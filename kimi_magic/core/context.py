@@ -189,7 +189,8 @@ class Snapshot:
     id: int
     label: str
     time: float
-    turns: int
+    #: Rounds of history the snapshot holds.
+    rounds: int
     tokens: int
     context: Context = field(repr=False)
     parent: int | None = None

@@ -138,8 +138,8 @@ class Session:
 
     # -- tokens and cost ----------------------------------------------------------------------
     @property
-    def turns(self) -> list[dict[str, Any]]:
-        """Every recorded call, oldest first."""
+    def calls(self) -> list[dict[str, Any]]:
+        """Every recorded call, oldest first: chat turns, compress calls, fan-out items."""
         return self.accounting.calls
 
     @property

@@ -43,7 +43,7 @@ class SnapshotTree:
             if label and not auto and any(s.label == label for s in self.saved):
                 raise SessionError(f"a snapshot is already labelled {label!r}")
             ctx = c.context
-            turns = len(ctx.rounds)
+            rounds = len(ctx.rounds)
             held = c.tokens()
             label = label or f"#{len(self.saved) + 1}"
             with c.store.transaction() as conn:
@@ -51,7 +51,7 @@ class SnapshotTree:
                     ctx = c.store.ensure_chain(conn, ctx)
                     c.context = ctx
                 parent = self.current
-                sid = c.store.add_snapshot(conn, c.name, label, ctx, turns, held, parent, auto)
+                sid = c.store.add_snapshot(conn, c.name, label, ctx, rounds, held, parent, auto)
                 # The session row remembers where we are in the snapshot tree (a restarted
                 # kernel links its next snapshot to this one).
                 self.current = sid
@@ -60,7 +60,7 @@ class SnapshotTree:
                 except BaseException:
                     self.current = parent
                     raise
-            snap = Snapshot(sid, label, c.clock(), turns, held, ctx, parent, auto)
+            snap = Snapshot(sid, label, c.clock(), rounds, held, ctx, parent, auto)
             self.saved.append(snap)
             c.events.notify("snapshot", snap)
             return snap

@@ -60,18 +60,6 @@ class Turn:
     def fill(self) -> float:
         return self.context_tokens / self.window if self.window else 0.0
 
-    def line(self) -> str:
-        """The compact status line shown under a reply."""
-        u = self.usage
-        mark = "" if u.exact else "~"
-        cached = f" ({mark}{u.cached_tokens:,} cached)" if u.cached_tokens else ""
-        cost = f"${self.cost:.4f}" if self.cost is not None else "unpriced"
-        kind = "exact" if u.exact else "estimated"
-        return (f"{self.model} · in {mark}{u.prompt_tokens:,}{cached} / out "
-                f"{mark}{u.completion_tokens:,} tokens · {mark}{cost} · context "
-                f"{self.fill:.{1 if self.fill < 0.1 else 0}%} of {self.window:,} · {kind} · "
-                f"{self.seconds:.1f}s")
-
 
 @dataclass
 class Exchange:

@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..core.turn import Turn
+
 #: Seconds between re-renders while streaming.
 THROTTLE = 0.15
 
@@ -131,3 +133,19 @@ def table_bundle(headers: list[str], rows: list[list[Any]], title: str = "") -> 
 def _clip(text: str, n: int) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def status_line(turn: Turn) -> str:
+    """The compact status line shown under a reply: model, tokens, cost, context fill, time.
+
+    Estimated figures (the server sent no usage) are marked with ``~``.
+    """
+    u = turn.usage
+    mark = "" if u.exact else "~"
+    cached = f" ({mark}{u.cached_tokens:,} cached)" if u.cached_tokens else ""
+    cost = f"${turn.cost:.4f}" if turn.cost is not None else "unpriced"
+    kind = "exact" if u.exact else "estimated"
+    return (f"{turn.model} · in {mark}{u.prompt_tokens:,}{cached} / out "
+            f"{mark}{u.completion_tokens:,} tokens · {mark}{cost} · context "
+            f"{turn.fill:.{1 if turn.fill < 0.1 else 0}%} of {turn.window:,} · {kind} · "
+            f"{turn.seconds:.1f}s")

@@ -33,7 +33,7 @@ from ..core.store import Store
 from ..wire.errors import KimiError
 from ..wire.request import Options
 from .config import SettingTraits
-from .display import StreamView, status_bundle, table_bundle
+from .display import StreamView, status_bundle, status_line, table_bundle
 
 #: Errors that are the user's or the network's, not ours: shown as one line, no traceback.
 USER_ERRORS = (KimiError, SessionError, StoreError)
@@ -270,7 +270,7 @@ class KimiMagic(Magics, SettingTraits):
                            f"{turn.replaced}) instead of adding a duplicate.")
         if args.once:
             notices.append("--once: this turn was not recorded.")
-        display(status_bundle(turn.line(), notices), raw=True)
+        display(status_bundle(status_line(turn), notices), raw=True)
         self.last_turn = turn
         self._deliver(args, turn.text)
         if self.auto_widget and not self._widget_shown:
@@ -414,7 +414,7 @@ class KimiMagic(Magics, SettingTraits):
     # lifecycle
     def _sub_snapshot(self, rest: str) -> None:
         snap = self.session.snapshot(rest.strip() or None)
-        print(f"Snapshot #{snap.id} {snap.label!r}: {snap.turns} rounds, ~{snap.tokens:,} "
+        print(f"Snapshot #{snap.id} {snap.label!r}: {snap.rounds} rounds, ~{snap.tokens:,} "
               "tokens.")
 
     def _sub_snapshots(self, rest: str) -> None:
@@ -423,7 +423,7 @@ class KimiMagic(Magics, SettingTraits):
             print("No snapshots yet: %kimi snapshot [LABEL] takes one.")
             return
         rows = [[("→ " if snap.id == s.current_snapshot else "  ") + str(snap.id), snap.label,
-                 time.strftime("%H:%M:%S", time.localtime(snap.time)), snap.turns,
+                 time.strftime("%H:%M:%S", time.localtime(snap.time)), snap.rounds,
                  f"{snap.tokens:,}", snap.parent or "", "auto" if snap.auto else ""]
                 for snap in s.snapshots]
         display(table_bundle(["id", "label", "time", "rounds", "tokens", "parent", ""], rows,
@@ -431,7 +431,7 @@ class KimiMagic(Magics, SettingTraits):
 
     def _sub_rollback(self, rest: str) -> None:
         snap = self.session.rollback(rest.strip() or None)
-        print(f"Rolled back to snapshot #{snap.id} {snap.label!r}: {snap.turns} rounds, "
+        print(f"Rolled back to snapshot #{snap.id} {snap.label!r}: {snap.rounds} rounds, "
               f"~{snap.tokens:,} tokens. The state you left is kept as a snapshot too. "
               "This restores the conversation, not the kernel's variables: code that ran "
               "(yours or --agent's) has left them as they are.")

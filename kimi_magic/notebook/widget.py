@@ -220,7 +220,7 @@ class Dashboard(widgets.VBox):
                 ("(no label)" if unlabelled else snap.label, "12em",
                  FONT3 if unlabelled else FONT1),
                 (time.strftime("%H:%M:%S", time.localtime(snap.time)), "5em", FONT2),
-                (f"{snap.turns} rounds", "4.5em", FONT2),
+                (f"{snap.rounds} rounds", "4.5em", FONT2),
                 (f"{snap.tokens:,} tokens", "6.5em", FONT2),
                 (origin, "7em", FONT3),
             ], data=f'data-snapshot="{snap.id}"')
@@ -308,7 +308,7 @@ class Dashboard(widgets.VBox):
         def op() -> str:
             snap = self.session.snapshot(self.label.value.strip() or None)
             self.label.value = ""
-            return (f"Snapshot #{snap.id}{_quoted(snap.label)}: {snap.turns} rounds, "
+            return (f"Snapshot #{snap.id}{_quoted(snap.label)}: {snap.rounds} rounds, "
                     f"~{snap.tokens:,} tokens.")
 
         self._run(op)
@@ -332,7 +332,7 @@ class Dashboard(widgets.VBox):
     def _rollback(self, target: int | None) -> None:
         def op() -> str:
             snap = self.session.rollback(target)
-            return (f"Rolled back to snapshot #{snap.id}{_quoted(snap.label)}: {snap.turns} "
+            return (f"Rolled back to snapshot #{snap.id}{_quoted(snap.label)}: {snap.rounds} "
                     f"rounds, ~{snap.tokens:,} tokens; the state you left is kept as a snapshot.")
 
         self._run(op)
@@ -372,7 +372,7 @@ def summary_html(st: dict[str, Any], session: Session) -> str:
         _header(st),
         context_bar(st),
         _cards(st),
-        chart_svg(session.turns),
+        chart_svg(session.calls),
         "</div>",
     ]
     return "".join(parts)
