@@ -1,0 +1,75 @@
+"""The session's parts used on their own: accounting, model choice and the observer list."""
+
+from __future__ import annotations
+
+import pytest
+
+from kimi_magic import KimiClient, Options, SessionError, Settings
+from kimi_magic.core import models as model_table
+from kimi_magic.core.accounting import Accounting
+from kimi_magic.core.choice import ModelChoice
+from kimi_magic.core.context import Context, Message
+from kimi_magic.core.events import Events
+from kimi_magic.simulator import Simulator
+from kimi_magic.wire.reply import Usage
+
+
+def test_calibration_corrects_estimates_within_bounds():
+    acc = Accounting(Settings(), clock=lambda: 5.0)
+    ctx = Context(history=(Message.of("user", "hello there " * 50),))
+    local = ctx.tokens
+    acc.calibrate(prompt_tokens=local * 2, local_tokens=local)
+    assert acc.tokens(ctx) == int(local * 2) and not acc.is_exact(ctx)
+    acc.calibrate(prompt_tokens=local * 100, local_tokens=local)
+    assert acc.calibration == 3.0, "one odd count never skews every estimate beyond 3x"
+    acc.counted(ctx, 1234)
+    assert acc.tokens(ctx) == 1234 and acc.is_exact(ctx)
+
+
+def test_one_call_row_per_call_and_totals_by_model():
+    acc = Accounting(Settings(), clock=lambda: 5.0)
+    k3 = model_table.resolve("kimi-k3")
+    u = Usage(prompt_tokens=10_000, cached_tokens=4_000, completion_tokens=500, exact=True)
+    rows = [acc.call("map", k3.id, u, acc.cost(k3, u), 0.5),
+            acc.call("map", k3.id, u, acc.cost(k3, u, batch=True), 0.0)]
+    acc.remember("s", rows)
+    assert [r["time"] for r in acc.calls] == [5.0, 5.0]
+    assert rows[1]["cost"] == pytest.approx(rows[0]["cost"] * model_table.BATCH_DISCOUNT)
+    assert acc.totals() == {"total": pytest.approx(rows[0]["cost"] + rows[1]["cost"]),
+                            "by_model": {k3.id: pytest.approx(rows[0]["cost"] + rows[1]["cost"])},
+                            "turns": 2}
+
+
+def test_auto_picks_the_cheapest_served_model_that_fits():
+    with Simulator(port=0) as sim:
+        client = KimiClient(sim.url, "sk-parts-0123456789")
+        choice = ModelChoice(Settings(), client.models, lambda: True)
+        served = [choice.model(m) for m in model_table.MODELS if m in client.models()]
+        cheapest = min(served, key=lambda m: (m.cache_miss or 0, m.output or 0))
+        notices: list[str] = []
+        assert choice.choose("auto", 1_000, Options(), notices).id == cheapest.id
+        assert notices and cheapest.id in notices[0]
+        biggest = max(served, key=lambda m: m.context_length)
+        picked, why = choice.pick(biggest.context_length * 2, 1_000)
+        assert picked.context_length == biggest.context_length and "compacted" in why
+        client.close()
+
+
+def test_a_retired_model_is_refused_in_one_line():
+    choice = ModelChoice(Settings(), dict, lambda: False)
+    with pytest.raises(SessionError, match="retired"):
+        choice.choose("moonshot-v1-8k", 10, Options(), [])
+
+
+def test_a_failing_observer_never_stops_the_others():
+    events, seen = Events(), []
+
+    def broken(event, detail):
+        raise RuntimeError("a broken view")
+
+    events.subscribe(broken)
+    stop = events.subscribe(lambda event, detail: seen.append(event))
+    events.notify("turn")
+    stop()
+    events.notify("reset")
+    assert seen == ["turn"]
