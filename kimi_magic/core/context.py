@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
@@ -184,7 +184,12 @@ class Context:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """A saved context: a reference to immutable messages, so taking one is O(1)."""
+    """A saved context: a reference to immutable messages, so taking one is O(1).
+
+    The context may be given as a loader: a resumed session reads a snapshot's messages from
+    the store only when ``context`` is first used, so resuming costs what the user sees, not
+    rounds × snapshots.
+    """
 
     id: int
     label: str
@@ -192,6 +197,17 @@ class Snapshot:
     #: Rounds of history the snapshot holds.
     rounds: int
     tokens: int
-    context: Context = field(repr=False)
+    _context: Context | Callable[[], Context] = field(repr=False, compare=False)
     parent: int | None = None
     auto: bool = False
+
+    @property
+    def context(self) -> Context:
+        if not isinstance(self._context, Context):
+            object.__setattr__(self, "_context", self._context())
+        return self._context  # type: ignore[return-value]
+
+    def holds(self, ctx: Context) -> bool:
+        """Whether this snapshot's context is ``ctx`` itself; never loads it (a context not
+        loaded yet cannot be one the session holds)."""
+        return self._context is ctx

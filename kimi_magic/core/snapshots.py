@@ -33,8 +33,8 @@ class SnapshotTree:
 
     def from_row(self, row: dict[str, Any]) -> Snapshot:
         return Snapshot(row["id"], row["label"], row["time"], row["turns"], row["tokens"],
-                        self.conversation.store.load_context(row["context"]), row["parent"],
-                        bool(row["auto"]))
+                        self.conversation.store.context_loader(row["context"]),
+                        row["parent"], bool(row["auto"]))
 
     def take(self, label: str | None = None, *, auto: bool = False) -> Snapshot:
         """Save the current context; O(1): the snapshot shares its immutable messages."""
@@ -86,7 +86,7 @@ class SnapshotTree:
         c = self.conversation
         with c.lock:
             snap = self.find(target)
-            if not any(s.context is c.context for s in self.saved):
+            if not any(s.holds(c.context) for s in self.saved):
                 left = self.take(f"before rollback to {snap.label}", auto=True)
                 snap = next(s for s in self.saved if s.id == snap.id) if left else snap
             self.current = snap.id

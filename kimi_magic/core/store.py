@@ -17,7 +17,7 @@ import sqlite3
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,9 @@ class Store:
         self.path = str(path) if path is not None else str(default_path())
         self._lock = threading.RLock()
         self.moved_aside: str | None = None
+        #: Node id -> (parent id, message): what ``chain`` has read, shared by every chain.
+        self._nodes: dict[int, tuple[int | None, Message]] = {}
+        self._messages: dict[str, Message] = {}
         self.conn = self._open()
 
     def __repr__(self) -> str:
@@ -127,31 +130,65 @@ class Store:
         return node
 
     def chain(self, node: int | None) -> tuple[Message, ...]:
-        if node is None:
-            return ()
-        rows = self.conn.execute(
-            """WITH RECURSIVE c(id, parent, hash, meta, depth) AS (
-                   SELECT id, parent, hash, meta, 0 FROM nodes WHERE id = ?
-                   UNION ALL
-                   SELECT n.id, n.parent, n.hash, n.meta, c.depth + 1
-                   FROM nodes n JOIN c ON n.id = c.parent)
-               SELECT m.data, c.meta FROM c JOIN messages m ON m.hash = c.hash
-               ORDER BY c.depth DESC""", (node,)).fetchall()
-        return tuple(Message(json.loads(d), json.loads(meta) if meta else None) for d, meta in rows)
+        """The history ending at ``node``, oldest first.
+
+        Nodes are immutable, so each is read once per store: chains that share a past (the
+        head and its snapshots, forks after a rollback) share its ``Message`` objects, and
+        a chain whose start is already loaded costs no query at all.
+        """
+        out: list[Message] = []
+        with self._lock:
+            while node is not None and node in self._nodes:
+                node, m = self._nodes[node]
+                out.append(m)
+            if node is not None:
+                # Rows of a transaction in progress may still roll back: never remember them.
+                remember = not self.conn.in_transaction
+                for id_, parent, data, meta in self.conn.execute(
+                        """WITH RECURSIVE c(id, parent, hash, meta, depth) AS (
+                               SELECT id, parent, hash, meta, 0 FROM nodes WHERE id = ?
+                               UNION ALL
+                               SELECT n.id, n.parent, n.hash, n.meta, c.depth + 1
+                               FROM nodes n JOIN c ON n.id = c.parent)
+                           SELECT c.id, c.parent, m.data, c.meta
+                           FROM c JOIN messages m ON m.hash = c.hash
+                           ORDER BY c.depth""", (node,)):
+                    known = self._nodes.get(id_)
+                    if known is None:
+                        known = (parent, Message(json.loads(data),
+                                                 json.loads(meta) if meta else None))
+                        if remember:
+                            self._nodes[id_] = known
+                    out.append(known[1])
+        out.reverse()
+        return tuple(out)
 
     def ancestor(self, node: int | None, steps: int) -> int | None:
         """The node ``steps`` messages before ``node`` in its chain (None past the start)."""
         for _ in range(steps):
+            if node in self._nodes:
+                node = self._nodes[node][0]
+                continue
             row = self.conn.execute("SELECT parent FROM nodes WHERE id = ?",
                                     (node,)).fetchone()
             node = row[0] if row else None
         return node
 
     def message(self, digest: str | None) -> Message | None:
+        """The stored message with this hash (one object per hash and store)."""
         if digest is None:
             return None
-        row = self.conn.execute("SELECT data FROM messages WHERE hash = ?", (digest,)).fetchone()
-        return Message(json.loads(row[0])) if row else None
+        with self._lock:
+            if digest in self._messages:
+                return self._messages[digest]
+            row = self.conn.execute("SELECT data FROM messages WHERE hash = ?",
+                                    (digest,)).fetchone()
+            if row is None:
+                return None
+            m = Message(json.loads(row[0]))
+            if not self.conn.in_transaction:
+                self._messages[digest] = m
+            return m
 
     # -- contexts -----------------------------------------------------------------------
     def dump_context(self, conn: sqlite3.Connection, ctx: Context) -> str:
@@ -167,6 +204,10 @@ class Store:
                       "hash": p.message.hash, "frozen": p.frozen, "updated": p.updated,
                       "max_tokens": p.max_tokens} for p in ctx.pins],
         })
+
+    def context_loader(self, text: str) -> Callable[[], Context]:
+        """Loads the context ``text`` describes when called (a snapshot's, on first use)."""
+        return lambda: self.load_context(text)
 
     def load_context(self, text: str) -> Context:
         raw = json.loads(text)

@@ -203,14 +203,14 @@ class Dashboard(widgets.VBox):
     def _render_snapshots(self) -> None:
         s = self.session
         # "Here" marks the snapshot whose context is the live one (none after new turns).
-        key = tuple((p.id, p.label, p.context is s.context) for p in s.snapshots)
+        key = tuple((p.id, p.label, p.holds(s.context)) for p in s.snapshots)
         if self._rows_key.get("snapshots") == key:
             return
         self._rows_key["snapshots"] = key
         old = self.snapshot_rows.children
         rows = []
         for snap in reversed(s.snapshots):       # newest first: the one you want is on top
-            here = snap.context is s.context
+            here = snap.holds(s.context)
             unlabelled = _unlabelled(snap.label)
             origin = " · ".join(x for x in (f"from #{snap.parent}" if snap.parent else "",
                                              "auto" if snap.auto else "") if x)
