@@ -215,15 +215,23 @@ def to_markdown(session: Session) -> str:
 def to_notebook(session: Session) -> str:
     import nbformat
     from nbformat import v4
+    from nbformat.v4.nbbase import random_cell_id
+
+    def cell(text: str, metadata: dict[str, Any]) -> Any:
+        # Built as plain nodes: v4.new_markdown_cell validates each cell against the schema
+        # (2,000 cells: most of the export), and the whole notebook is validated below.
+        return nbformat.from_dict({"id": random_cell_id(), "cell_type": "markdown",
+                                   "source": text, "metadata": metadata})
 
     nb = v4.new_notebook()
     nb.metadata["kimi"] = {"session": session.name, "model": session.settings.model,
                            "format": FORMAT, "version": VERSION}
-    nb.cells.append(v4.new_markdown_cell(_title(session)))
+    nb.cells.append(cell(_title(session), {}))
     for text, meta in _blocks(session):
-        nb.cells.append(v4.new_markdown_cell(text, metadata={"kimi": _jsonable(meta)}))
+        nb.cells.append(cell(text, {"kimi": _jsonable(meta)}))
     nbformat.validate(nb)
-    return nbformat.writes(nb)
+    # Serialised directly: nbformat.writes would validate the whole notebook a second time.
+    return v4.writes_json(nb)
 
 
 def _jsonable(value: Any) -> Any:
