@@ -73,6 +73,8 @@ class CheckResult:
     altered: list[str] = field(default_factory=list)
     restored: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
+    #: Fact-in-text tests the check made (near-linear in the source, never facts × sentences).
+    comparisons: int = 0
 
     @property
     def retained(self) -> float:
@@ -209,7 +211,8 @@ def check(source: str, summary: str, budget: int) -> tuple[str, CheckResult]:
     """Restore every fact of ``source`` that ``summary`` lacks, within ``budget`` tokens."""
     wanted = facts(source)
     result = CheckResult(facts=len(wanted))
-    result.missing = [f for f in wanted if f not in summary or not present(f, summary)]
+    in_summary = _Tokens([summary])
+    result.missing = [f for f in wanted if in_summary.first(f) is None]
     source_facts = set(wanted)
     # Values in the summary that the source never had: a model's typo of a real figure.
     result.altered = [f for f in facts(summary) if f not in source_facts and f not in source]
@@ -219,17 +222,18 @@ def check(source: str, summary: str, budget: int) -> tuple[str, CheckResult]:
     # then other prose, then values inside pasted code and logs (a log holds hundreds of
     # numbers; the one figure a user stated is the one they will ask about).
     sentences = _sentences(source)
+    index_of = _Tokens([s for _, s in sentences])
     candidates = []
     for order, fact in enumerate(result.missing):
-        found = next(((i, s) for i, (_, s) in enumerate(sentences)
-                      if fact in s and present(fact, s)), (len(sentences) + order, fact))
-        index, line = found
+        i = index_of.first(fact)
+        index, line = (i, sentences[i][1]) if i is not None else (len(sentences) + order, fact)
         role = sentences[index][0] if index < len(sentences) else ""
         candidates.append((_tier(fact, line, role), index, fact, line))
     candidates.sort(key=lambda c: (c[0], c[1]))
     chosen: dict[tuple[int, str], None] = {}  # (where it was said, the line restored)
     spent = tokens.count(VERBATIM_HEADER)
     covered: set[str] = set()
+    by_key = _Facts(result.missing)
     for _, index, fact, line in candidates:
         if fact in covered:
             continue
@@ -245,7 +249,7 @@ def check(source: str, summary: str, budget: int) -> tuple[str, CheckResult]:
                 continue
         spent += cost
         chosen[(index, line)] = None
-        now_covered = [f for f in result.missing
+        now_covered = [f for f in by_key.facts_in(line)
                        if f not in covered and f in line and present(f, line)]
         covered.update(now_covered)
         result.restored.extend(now_covered)
@@ -253,8 +257,81 @@ def check(source: str, summary: str, budget: int) -> tuple[str, CheckResult]:
     lines = [f"- {line}" for _, line in sorted(chosen, key=lambda k: k[0])]
     if result.altered:
         lines.append(ALTERED_LINE + ", ".join(f"`{v}`" for v in result.altered[:40]))
+    result.comparisons = index_of.comparisons + by_key.comparisons + in_summary.comparisons
     fixed = summary.rstrip() + "\n\n" + VERBATIM_HEADER + "\n" + "\n".join(lines)
     return fixed, result
+
+
+_WORD = re.compile(r"\w+")
+
+
+def _key(fact: str) -> str | None:
+    """A word of ``fact`` that is a whole word of any text the fact is ``present`` in.
+
+    ``present`` wants an alphanumeric edge of the fact not to touch a word character, and
+    inside the fact a run of word characters ends where a non-word character does; so the
+    longest such run (the rarest, usually) is a word of the text too. None when no run is
+    bounded on both sides (a fact like ``_x_``): those are searched the slow way.
+    """
+    best = None
+    for m in _WORD.finditer(fact):
+        start_ok = m.start() > 0 or fact[:1].isalnum()
+        end_ok = m.end() < len(fact) or fact[-1:].isalnum()
+        if start_ok and end_ok and (best is None or len(m.group()) > len(best)):
+            best = m.group()
+    return best
+
+
+class _Tokens:
+    """Texts indexed by their words, so a fact is tested only against texts holding its key.
+
+    ``first`` gives exactly what scanning every text in order for ``present`` would give.
+    """
+
+    def __init__(self, texts: list[str]) -> None:
+        self.texts = texts
+        self.comparisons = 0
+        self.where: dict[str, list[int]] = {}
+        for i, text in enumerate(texts):
+            for word in set(_WORD.findall(text)):
+                self.where.setdefault(word, []).append(i)
+
+    def _candidates(self, fact: str) -> Iterable[int]:
+        key = _key(fact)
+        return range(len(self.texts)) if key is None else self.where.get(key, ())
+
+    def first(self, fact: str) -> int | None:
+        """The index of the first text ``fact`` is present in."""
+        for i in self._candidates(fact):
+            self.comparisons += 1
+            text = self.texts[i]
+            if fact in text and present(fact, text):
+                return i
+        return None
+
+
+class _Facts:
+    """Facts indexed by their key word, to find which ones a line may hold."""
+
+    def __init__(self, facts: list[str]) -> None:
+        self.comparisons = 0
+        self.order = {f: i for i, f in enumerate(facts)}
+        self.by_word: dict[str, list[str]] = {}
+        self.unkeyed: list[str] = []
+        for f in facts:
+            key = _key(f)
+            if key is None:
+                self.unkeyed.append(f)
+            else:
+                self.by_word.setdefault(key, []).append(f)
+
+    def facts_in(self, line: str) -> list[str]:
+        """Facts that may be present in ``line``, in their original order (a superset)."""
+        found = list(self.unkeyed)
+        for word in set(_WORD.findall(line)):
+            found += self.by_word.get(word, ())
+        self.comparisons += len(found)
+        return sorted(found, key=self.order.__getitem__)
 
 
 _ROLE = re.compile(r"^(USER|ASSISTANT|TOOL|SYSTEM|EARLIER SUMMARY):\s*")
