@@ -1,0 +1,111 @@
+"""Long sessions stay flat: resume reads what the user sees, and the fact check is
+near-linear. Counted, not timed (the suite shares its machine): SQL statements, ``Message``
+objects and fact-in-text tests, at two sizes."""
+
+from __future__ import annotations
+
+import gc
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+from kimi_magic import Message, Session, Settings, Store
+from kimi_magic.core import compress
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks import scale  # noqa: E402
+
+
+def messages_alive() -> int:
+    gc.collect()
+    return sum(isinstance(o, Message) for o in gc.get_objects())
+
+
+def resume(path: Path) -> tuple[Session, int, int]:
+    """Open the session as a fresh kernel would: (session, SQL statements, new Messages)."""
+    store = Store(path)
+    statements: list[str] = []
+    store.conn.set_trace_callback(statements.append)
+    before = messages_alive()
+    session = Session(scale.NAME, Settings(api_key="sk-scale", compact_mode="off"),
+                      store=store)
+    return session, len(statements), messages_alive() - before
+
+
+@pytest.mark.parametrize("rounds", [40, 120])
+def test_resume_reads_one_chain_whatever_the_snapshots(tmp_path, rounds):
+    path = tmp_path / "long.sqlite"
+    scale.build(path, rounds, snapshots=40)
+    session, statements, made = resume(path)
+    assert len(session.snapshots) == 40 and len(session.context.rounds) == rounds
+    # One chain (the head's): a handful of statements and one Message per message in it.
+    assert statements <= 8
+    assert made <= 2 * rounds + 5
+    # Every snapshot's context, once used, shares the messages already loaded.
+    contexts = [s.context for s in session.snapshots]
+    assert [len(c.rounds) for c in contexts] == [s.rounds for s in session.snapshots]
+    loaded = {id(m) for c in contexts for m in c.history}
+    assert loaded <= {id(m) for m in session.context.history}
+    session.store.close()
+
+
+def test_rollback_after_resume_loads_only_its_target(tmp_path):
+    path = tmp_path / "long.sqlite"
+    scale.build(path, 60, snapshots=30)
+    session, _, _ = resume(path)
+    statements: list[str] = []
+    session.store.conn.set_trace_callback(statements.append)
+    session.rollback(session.snapshots[3].id)
+    assert len(session.context.rounds) == session.snapshots[3].rounds
+    # Only the target was loaded (the state left behind is the head, already in memory),
+    # and from the messages the head had loaded: no chain query.
+    loaded = [s.id for s in session.snapshots if not callable(s._context)]
+    assert loaded == [session.snapshots[3].id, session.snapshots[-1].id]
+    assert not any("WITH RECURSIVE" in q for q in statements)
+    session.store.close()
+
+
+def corpus(rounds: int) -> tuple[str, str]:
+    source = compress.source(None, [m for i in range(rounds) for m in scale._round(i)])
+    facts = compress.facts(source)
+    kept = random.Random(rounds).sample(facts, len(facts) // 3)
+    return source, "## Facts and figures\n" + " ".join(kept) + " 0.0001 not_a_fact_x"
+
+
+class _Linear(compress._Tokens):
+    """The check as it was: every fact against every sentence, in order."""
+
+    def _candidates(self, fact):
+        return range(len(self.texts))
+
+
+class _AllFacts(compress._Facts):
+    def facts_in(self, line):
+        found = list(self.order)
+        self.comparisons += len(found)
+        return found
+
+
+def test_the_fact_check_gives_what_a_full_scan_gives(monkeypatch):
+    source, summary = corpus(150)
+    fixed, result = compress.check(source, summary, 3000)
+    monkeypatch.setattr(compress, "_Tokens", _Linear)
+    monkeypatch.setattr(compress, "_Facts", _AllFacts)
+    slow_fixed, slow = compress.check(source, summary, 3000)
+    assert fixed == slow_fixed
+    for key in ("facts", "missing", "altered", "restored", "dropped"):
+        assert getattr(result, key) == getattr(slow, key), key
+    assert result.restored and result.dropped and result.altered == ["0.0001", "not_a_fact_x"]
+    assert result.comparisons * 20 < slow.comparisons
+
+
+def test_the_fact_check_grows_linearly():
+    small = compress.check(*corpus(100), 2000)[1]
+    large = compress.check(*corpus(400), 8000)[1]
+    assert large.facts > 2 * small.facts
+    # Linear: 4x the source, at most about 4x the tests (a scan of every sentence for each
+    # missing fact would be facts x sentences: 16x), a few per fact.
+    assert large.comparisons < 5 * small.comparisons
+    assert small.comparisons < 3 * small.facts and large.comparisons < 3 * large.facts
