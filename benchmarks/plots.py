@@ -73,3 +73,27 @@ def sweep(rows: list[dict[str, Any]], path: Path, references: dict[str, float]) 
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def scale(rows: list[dict[str, Any]], path: Path) -> None:
+    """Each command's time against rounds, one line per snapshot count (log-log)."""
+    keys = ("resume", "compress", "turn", "snapshot", "rollback", "export")
+    snaps = sorted({r["snapshots"] for r in rows})
+    fig, axes = plt.subplots(2, 3, figsize=(11, 6.2), dpi=110, sharex=True)
+    for ax, key in zip(axes.flat, keys, strict=True):
+        for s, dash in zip(snaps, ("-", "--", ":"), strict=False):
+            pts = sorted((r["rounds"], r[key]) for r in rows if r["snapshots"] == s)
+            ax.plot([p[0] for p in pts], [max(p[1], 1e-4) * 1000 for p in pts], dash,
+                    marker="o", lw=2, label=f"{s} snapshots")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(key)
+        ax.set_ylabel("ms")
+        ax.grid(alpha=0.3, which="both")
+    for ax in axes[1]:
+        ax.set_xlabel("rounds")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle("Each command as the session grows (rounds × snapshots)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

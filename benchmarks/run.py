@@ -24,7 +24,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import perf, plots, real_model, workload  # noqa: E402
+from benchmarks import perf, plots, real_model, scale, workload  # noqa: E402
 from kimi_magic import Settings  # noqa: E402
 from kimi_magic.simulator import count_prompt_tokens  # noqa: E402
 
@@ -72,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="fewer repetitions, a 10-round session, a 2-point sweep, no llama")
     parser.add_argument("--llama", action="store_true", help="run the real-model part in --quick")
     parser.add_argument("--no-llama", action="store_true", help="skip the real-model part")
+    parser.add_argument("--scale", action="store_true",
+                        help="run the long-session grid in --quick too (a smaller grid)")
+    parser.add_argument("--only-scale", action="store_true",
+                        help="run only the long-session grid (rounds x snapshots)")
     parser.add_argument("--plots", default=None,
                         help="directory for the PNG figures (default: benchmarks/ on a full run)")
     args = parser.parse_args(argv)
@@ -81,6 +85,15 @@ def main(argv: list[str] | None = None) -> int:
 
     def step(name: str) -> None:
         print(f"[{time.perf_counter() - started:6.1f}s] {name}", flush=True)
+
+    if args.only_scale:
+        step("long sessions: rounds x snapshots")
+        out.update(scale.grid(quick=quick))
+        _scale_plot(out, args, quick)
+        out["seconds"] = round(time.perf_counter() - started, 1)
+        Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+        step(f"wrote {args.json}")
+        return 0
 
     step("per-turn overhead")
     out.update(perf.overhead(reps=4 if quick else 15))
@@ -131,6 +144,11 @@ def main(argv: list[str] | None = None) -> int:
         step("compress with a real model (llama.cpp, gemma-3 270M)")
         out["facts_retained_real_model"] = real_model.facts_retained()
 
+    if not quick or args.scale:
+        step("long sessions: rounds x snapshots")
+        out.update(scale.grid(quick=quick))
+        _scale_plot(out, args, quick)
+
     plot_dir = Path(args.plots) if args.plots else (None if quick else ROOT / "benchmarks")
     if plot_dir is not None:
         plot_dir.mkdir(parents=True, exist_ok=True)
@@ -143,6 +161,13 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
     step(f"wrote {args.json}")
     return 0
+
+
+def _scale_plot(out: dict[str, Any], args: argparse.Namespace, quick: bool) -> None:
+    plot_dir = Path(args.plots) if args.plots else (None if quick else ROOT / "benchmarks")
+    if plot_dir is not None:
+        plot_dir.mkdir(parents=True, exist_ok=True)
+        plots.scale(out["scale"], plot_dir / "scale.png")
 
 
 if __name__ == "__main__":

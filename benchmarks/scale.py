@@ -151,6 +151,8 @@ def growth(small: float, large: float, factor: float) -> str:
 
 def grid(quick: bool = False) -> dict[str, Any]:
     """Every command at every grid point, plus the growth class of each along rounds."""
+    import nbformat  # noqa: F401  (its import is the import benchmark's, not the first export's)
+
     points = QUICK_GRID if quick else GRID
     rows = []
     with Simulator(port=0, record=False) as sim, tempfile.TemporaryDirectory() as tmp:
