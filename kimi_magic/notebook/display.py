@@ -3,14 +3,23 @@
 Updates are throttled (a full re-render per token would cost a core at 100 tokens/s);
 reasoning streams into a collapsed section above the answer; tool calls show as one line
 each. After the reply, one compact status line.
+
+JupyterLab typesets ``$…$`` in Markdown *and* HTML outputs as LaTeX (MathJax 3, with
+``processEscapes``). Two rules keep dollar figures intact: everything we render ourselves
+(status lines, tables, the dashboard) sits in an element with MathJax's ``mathjax_ignore``
+class (``tex2jax_ignore`` for MathJax 2 front-ends), and in a reply's Markdown each currency
+``$`` becomes ``<span class="mathjax_ignore">\\$</span>`` (a bare ``\\$`` is not enough: the
+Markdown renderer unescapes it before MathJax runs), so real math such as ``$x^2$`` still
+renders.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..core.turn import Turn
@@ -18,18 +27,99 @@ from ..core.turn import Turn
 #: Seconds between re-renders while streaming.
 THROTTLE = 0.15
 
+#: The classes MathJax 3 (JupyterLab, Notebook 7) and MathJax 2 (classic Notebook) skip.
+NO_MATH = "mathjax_ignore tex2jax_ignore"
+
+#: A currency amount: ``$36,050``, ``$0.0044``, ``$1.2M``; not ``$x^2$``, ``$2^n$`` or ``$5$``.
+_CURRENCY = re.compile(
+    r"(?<![\w$\\])\\?\$(?=\d[\d,]*(?:\.\d+)?(?:[kKMB]|bn)?(?![\w^_{}\\$]))")
+#: Code (fences, also one still streaming, and inline spans): its dollars are shown as typed.
+_CODE = re.compile(r"(^[ \t]*(`{3,}|~{3,})[^\n]*\n[\s\S]*?(?:^[ \t]*\2[`~]*[ \t]*$|\Z)"
+                   r"|(`+)[^`]*?\3(?!`))", re.MULTILINE)
+#: The opening line of a pin's block, as the model sees it (see ``core.context.block``).
+_PIN = re.compile(r'<pinned name="([^"]*)" kind="([^"]*)" source="[^"]*">')
+
+
+def dollars(usd: float | None, digits: int = 4, unknown: str = "unknown") -> str:
+    """A dollar figure as every view shows it: ``dollars(0.00437)`` is ``'$0.0044'``.
+
+    Show it inside a ``NO_MATH`` element (``table_bundle`` and ``status_bundle`` do) or
+    through ``currency_markdown`` so JupyterLab never typesets it.
+    """
+    return f"${usd:.{digits}f}" if usd is not None else unknown
+
+
+def currency_markdown(text: str) -> str:
+    """Reply Markdown with currency dollars shielded from MathJax; math and code untouched.
+
+    >>> currency_markdown("revenue was $36,050, and $x^2$ is math")
+    'revenue was <span class="mathjax_ignore tex2jax_ignore">\\\\$</span>36,050, and $x^2$ is math'
+    """
+    out, last = [], 0
+    for code in _CODE.finditer(text):
+        out.append(_CURRENCY.sub(_shielded, text[last:code.start()]))
+        out.append(code.group(0))
+        last = code.end()
+    out.append(_CURRENCY.sub(_shielded, text[last:]))
+    return "".join(out)
+
+
+def _shielded(_: re.Match[str]) -> str:
+    # The backslash keeps JupyterLab's math finder from pairing this "$" with a later one.
+    return f'<span class="{NO_MATH}">\\$</span>'
+
+
+def _pre(text: str, css: str, style: str) -> str:
+    """Text shown as typed. ``<pre>`` keeps Markdown off it up to ``</pre>`` (blank lines
+    included); "$" as an entity keeps the Markdown renderer's math finder off it too."""
+    body = html.escape(text).replace("$", "&#36;")
+    return f'<pre class="{css} {NO_MATH}" style="{style}">{body}</pre>'
+
+
+#: The reasoning reads as secondary prose: muted, proportional, wrapped between words.
+REASONING_STYLE = ("font-family: var(--jp-content-font-family, sans-serif); font-size: 0.92em; "
+                   "color: var(--jp-content-font-color2, #616161); white-space: pre-wrap; "
+                   "word-break: normal; overflow-wrap: break-word; background: none; "
+                   "border: none; padding: 0 0 0 0.8em; margin: 0.3em 0; "
+                   "border-left: 2px solid var(--jp-border-color2, #e0e0e0)")
+TEXT_STYLE = "white-space: pre-wrap; word-break: normal; overflow-wrap: break-word"
+
+
+def fenced(text: str, lang: str) -> str:
+    """``text`` in a Markdown code fence longer than any backtick run inside it."""
+    ticks = "`" * max(3, 1 + max((len(m) for m in re.findall(r"`+", text)), default=0))
+    return f"{ticks}{lang}\n{text}\n{ticks}"
+
+
+def code_markdown(text: str, lang: str = "python") -> str:
+    """A code reply as one fenced block with a language tag (the reply's own, if it has one)."""
+    stripped = text.strip()
+    first, _, rest = stripped.partition("\n")
+    if first.startswith("```"):
+        tag = first.strip("`").strip()
+        if tag:
+            return stripped
+        return f"```{lang}\n{rest}"
+    return fenced(text, lang)
+
 
 class StreamView:
-    """Receives ``(kind, text)`` deltas and renders them with ``display`` handles."""
+    """Receives ``(kind, text)`` deltas and renders them with ``display`` handles.
+
+    ``fmt`` is ``markdown``, ``code``, ``text`` or ``json``; ``prefix`` (partial mode) is
+    shown before the reply, as history and ``--out`` hold it.
+    """
 
     def __init__(self, fmt: str = "markdown", display: Callable[..., Any] | None = None,
-                 throttle: float = THROTTLE, clock: Callable[[], float] = time.monotonic) -> None:
+                 throttle: float = THROTTLE, clock: Callable[[], float] = time.monotonic,
+                 prefix: str = "") -> None:
         if display is None:
             from IPython.display import display as ipy_display
 
             display = ipy_display
         self._display = display
         self.fmt = fmt
+        self.prefix = prefix
         self.throttle = throttle
         self.clock = clock
         self.content: list[str] = []
@@ -60,21 +150,23 @@ class StreamView:
             self._last = now
 
     def bundle(self) -> dict[str, str]:
-        answer = "".join(self.content)
+        answer = self.prefix + "".join(self.content)
         parts = []
         if self.reasoning:
-            thought = html.escape("".join(self.reasoning))
+            thought = "".join(self.reasoning)
             words = len(thought.split())
             parts.append(f"<details><summary>Reasoning ({words:,} words)</summary>\n\n"
-                         f"<pre style=\"white-space: pre-wrap\">{thought}</pre>\n\n</details>\n")
+                         f"{_pre(thought, 'kimi-reasoning', REASONING_STYLE)}\n\n</details>\n")
         if self.tools:
-            parts.append("\n\n".join(self.tools) + "\n")
+            parts.append(currency_markdown("\n\n".join(self.tools)) + "\n")
         if self.fmt == "code":
-            parts.append(f"```\n{answer}\n```")
+            parts.append(code_markdown(answer))
+        elif self.fmt == "json":
+            parts.append(fenced(answer, "json"))
         elif self.fmt == "text":
-            parts.append(f"<pre style=\"white-space: pre-wrap\">{html.escape(answer)}</pre>")
+            parts.append(_pre(answer, "kimi-text", TEXT_STYLE))
         else:
-            parts.append(answer)
+            parts.append(currency_markdown(answer))
         if self.footer:
             parts.append(f"\n\n{self.footer}")
         return {"text/markdown": "\n".join(parts), "text/plain": answer + (
@@ -109,25 +201,69 @@ def status_bundle(line: str, notices: list[str] | None = None) -> dict[str, str]
     """The compact line under a reply (plus any notices, e.g. auto-compaction)."""
     notes = "".join(f"<div>ℹ️ {html.escape(n)}</div>" for n in notices or ())
     return {
-        "text/html": f'<div class="kimi-status" style="font-size: 0.85em; opacity: 0.75">'
-                     f"{notes}{html.escape(line)}</div>",
+        "text/html": f'<div class="kimi-status {NO_MATH}" style="font-size: 0.85em; '
+                     f'opacity: 0.75">{notes}{html.escape(line)}</div>',
         "text/plain": "\n".join([*(notices or ()), line]),
     }
 
 
+#: A cell that reads as a number (counts, tokens, money, percentages): right-aligned.
+_NUMBER = re.compile(r"[~≈]?-?\$?[\d,]+(?:\.\d+)?\s*%?")
+
+
+def _is_number(cell: Any) -> bool:
+    if isinstance(cell, bool):
+        return False
+    return isinstance(cell, int | float) or bool(_NUMBER.fullmatch(str(cell).strip()))
+
+
 def table_bundle(headers: list[str], rows: list[list[Any]], title: str = "") -> dict[str, str]:
-    """A small table as HTML (notebook) and aligned text (terminal, logs)."""
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>"
-                   for r in rows)
-    caption = f"<caption>{html.escape(title)}</caption>" if title else ""
+    """A small table as HTML (notebook) and aligned text (terminal, logs).
+
+    Text columns are left-aligned (JupyterLab right-aligns table cells by default); a
+    column whose every cell is a number stays right-aligned.
+    """
+    numeric = [bool(rows) and all(_is_number(r[i]) for r in rows if str(r[i]) != "")
+               for i in range(len(headers))]
+
+    def align(i: int) -> str:
+        return f' style="text-align:{"right" if numeric[i] else "left"}"'
+
+    head = "".join(f"<th{align(i)}>{html.escape(str(h))}</th>" for i, h in enumerate(headers))
+    body = "".join("<tr>" + "".join(f"<td{align(i)}>{html.escape(str(c))}</td>"
+                                    for i, c in enumerate(r)) + "</tr>" for r in rows)
+    caption = (f'<caption style="text-align:left">{html.escape(title)}</caption>'
+               if title else "")
     widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(str(h))
               for i, h in enumerate(headers)]
     lines = [title] if title else []
     lines.append("  ".join(str(h).ljust(w) for h, w in zip(headers, widths, strict=True)))
     lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return {"text/html": f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}"
-                         f"</tbody></table>", "text/plain": "\n".join(lines)}
+    return {"text/html": f'<table class="kimi-table {NO_MATH}">{caption}<thead><tr>{head}'
+                         f"</tr></thead><tbody>{body}</tbody></table>",
+            "text/plain": "\n".join(lines)}
+
+
+def message_summary(text: str, limit: int = 100) -> str:
+    """One history row's text: a pin as ``📌 df (dataframe)``, anything else clipped."""
+    pins = [f"📌 {html.unescape(name)} ({html.unescape(kind)})"
+            for name, kind in _PIN.findall(text)]
+    if pins:
+        return ", ".join(pins)
+    return _clip(text, limit)
+
+
+def history_bundle(name: str, messages: Iterable[Any]) -> dict[str, str]:
+    """``%kimi history``: one row per message, pins by name, reasoning and tool calls noted."""
+    rows = []
+    for i, m in enumerate(messages):
+        text = message_summary(m.text)
+        if text.startswith("📌 ") and text.count("📌") == 1:
+            text = text[:-1] + f", ~{m.tokens:,} tokens)"
+        extra = " [reasoning]" if m.reasoning else ""
+        extra += f" [{len(m.tool_calls)} tool calls]" if m.tool_calls else ""
+        rows.append([i, m.role, text + extra, f"~{m.tokens:,}"])
+    return table_bundle(["#", "role", "content", "tokens"], rows, f"History of {name}")
 
 
 def _clip(text: str, n: int) -> str:

@@ -33,7 +33,7 @@ from ..core.store import Store
 from ..wire.errors import KimiError
 from ..wire.request import Options
 from .config import SettingTraits
-from .display import StreamView, status_bundle, status_line, table_bundle
+from .display import StreamView, dollars, history_bundle, status_bundle, status_line, table_bundle
 
 #: Errors that are the user's or the network's, not ours: shown as one line, no traceback.
 USER_ERRORS = (KimiError, SessionError, StoreError)
@@ -236,7 +236,7 @@ class KimiMagic(Magics, SettingTraits):
                        stream=not args.no_stream,
                        sampling={"temperature": args.temperature, "top_p": args.top_p})
         tools = None
-        view = StreamView(fmt=args.format)
+        view = StreamView(fmt="json" if args.json else args.format, prefix=args.prefix or "")
         if args.tools or args.web or args.agent:
             from .. import tools as tool_module
 
@@ -349,15 +349,7 @@ class KimiMagic(Magics, SettingTraits):
         return f"{client.base_url} ({client.server})"
 
     def _sub_history(self, rest: str) -> None:
-        rows = []
-        for i, m in enumerate(self.session.history()):
-            text = m.text.replace("\n", " ")
-            extra = " [reasoning]" if m.reasoning else ""
-            extra += f" [{len(m.tool_calls)} tool calls]" if m.tool_calls else ""
-            rows.append([i, m.role, (text[:100] + ("…" if len(text) > 100 else "")) + extra,
-                         f"~{m.tokens:,}"])
-        display(table_bundle(["#", "role", "content", "tokens"], rows,
-                             f"History of {self.session.name}"), raw=True)
+        display(history_bundle(self.session.name, self.session.history()), raw=True)
 
     def _sub_reset(self, rest: str) -> None:
         self.session.reset()
@@ -366,7 +358,7 @@ class KimiMagic(Magics, SettingTraits):
 
     def _sub_sessions(self, rest: str) -> None:
         rows = [[("* " if s["name"] == self.sessions.current_name else "  ") + s["name"],
-                 s["model"], s["turns"], s["snapshots"], f"${s['cost'] or 0:.4f}",
+                 s["model"], s["turns"], s["snapshots"], dollars(s['cost'] or 0),
                  time.strftime("%Y-%m-%d %H:%M", time.localtime(s["updated"] or 0))]
                 for s in self.sessions.store.sessions()]
         if not rows:
@@ -405,8 +397,8 @@ class KimiMagic(Magics, SettingTraits):
     def _sub_cost(self, rest: str) -> None:
         c = self.session.cost()
         st = self.session.status()
-        rows = [[m, f"${v:.4f}"] for m, v in c["by_model"].items()]
-        rows.append(["total", f"${c['total']:.4f}"])
+        rows = [[m, dollars(v)] for m, v in c["by_model"].items()]
+        rows.append(["total", dollars(c["total"])])
         rows.append(["prompt cache hit rate", f"{st['cache_hit_rate']:.0%}"])
         display(table_bundle(["model", "cost"], rows, f"Cost of {self.session.name} "
                              f"({c['turns']} calls)"), raw=True)
@@ -589,7 +581,7 @@ class KimiMagic(Magics, SettingTraits):
 
 def _price(usd: float | None) -> str:
     # A model without prices shows as such, never as $0.
-    return f"${usd:.4f}" if usd is not None else "unpriced"
+    return dollars(usd, unknown="unpriced")
 
 
 SUBCOMMANDS = [name[5:] for name in dir(KimiMagic) if name.startswith("_sub_")]
