@@ -125,7 +125,10 @@ def test_compress_shrinks_the_context_and_rollback_brings_the_history_back(sessi
     assert kind == "ok" and line.startswith(f"Compressed {rounds - 3} rounds")
     assert any("Compressing…" in v and disabled for v, disabled in seen), \
         "progress shows while compress runs, with the buttons disabled"
-    assert not dash.compress_button.disabled, "enabled again afterwards"
+    assert not dash.snapshot_button.disabled and not dash.rollback_button.disabled, \
+        "enabled again afterwards"
+    assert dash.compress_button.disabled, "3 rounds left, all kept: nothing more to compress"
+    assert dash.compress_button.tooltip.startswith("Nothing to compress: 3 rounds")
     assert 'data-layer="summary"' in dash.summary.value
 
     dash.rollback_button.click()
@@ -190,9 +193,12 @@ def test_unpin_button_removes_the_pin(sessions, dash):
 
 
 def test_errors_are_one_line_in_the_widget_and_change_nothing(sim, settings, sessions, dash):
-    dash.compress_button.click()
+    assert dash.compress_button.disabled, "an empty session has nothing to compress"
+    assert dash.compress_button.tooltip == ("Nothing to compress: 0 rounds, and the last 3 "
+                                            "are always kept")
+    dash.compress_button.click()   # a click that raced the disabling: a no-op, told as news
     kind, line = status(dash)
-    assert kind == "error" and line.startswith("nothing to compress")
+    assert kind == "info" and line.startswith("nothing to compress")
     assert "\n" not in dash.status_line.value and "Traceback" not in dash.status_line.value
 
     ask_rounds(sessions, 5)
@@ -320,3 +326,92 @@ def test_kimi_widget_again_shows_the_same_dashboard_and_unload_closes_it(ipython
     board = magic._dashboards[magic.session.name]
     ipython.run_line_magic("unload_ext", "kimi_magic")
     assert board.is_closed
+
+
+def test_a_change_with_200_snapshots_reuses_the_rows_and_shows_the_recent_20(sessions, dash):
+    from ipywidgets import Widget
+
+    s = sessions.get("default")
+    ask_rounds(sessions, 1)
+    for i in range(200):
+        s.snapshot(f"s{i:03d}")
+    rows = dash.snapshot_rows.children
+    assert len(rows) == 20 and "s199" in rows[0].children[0].value
+    assert dash.more_button.description == "Show all 200" and visible(dash.more_button)
+
+    made = []
+    real_init = Widget.__init__
+
+    def counting_init(self, *args, **kwargs):
+        made.append(type(self).__name__)
+        real_init(self, *args, **kwargs)
+
+    Widget.__init__ = counting_init
+    try:
+        s.snapshot("one more")
+        after_snapshot = list(made)
+        made.clear()
+        s.rollback(s.snapshots[-5].id)
+        after_rollback = list(made)
+    finally:
+        Widget.__init__ = real_init
+    # One new row: an HBox, its HTML and its button (each with a layout, the last two a style).
+    assert sorted(set(after_snapshot)) == ["Button", "ButtonStyle", "HBox", "HTML",
+                                           "HTMLStyle", "Layout"]
+    assert len(after_snapshot) <= 8, after_snapshot
+    # A rollback (to a state already kept) moves the marker: no new rows at all.
+    assert len(after_rollback) <= 8, after_rollback
+    assert len(dash.snapshot_rows.children) == 20
+    assert set(dash.snapshot_rows.children[2:]) <= set(rows), "the older rows are reused"
+
+    dash.more_button.click()
+    assert len(dash.snapshot_rows.children) == len(s.snapshots) > 200
+    assert dash.more_button.description == "Show recent only"
+    dash.more_button.click()
+    assert len(dash.snapshot_rows.children) == 20
+
+
+def test_rows_that_did_not_change_keep_their_widgets(sessions, dash):
+    s = sessions.get("default")
+    ask_rounds(sessions, 1)
+    s.snapshot("a")
+    ask_rounds(sessions, 1)
+    s.snapshot("b")
+    b_row, a_row = dash.snapshot_rows.children
+    a_html = a_row.children[0].value
+    ask_rounds(sessions, 1)
+    s.snapshot("c")
+    c_row, b_again, a_again = dash.snapshot_rows.children
+    assert b_again is b_row and a_again is a_row and a_row.children[0].value == a_html
+    assert "●" in c_row.children[0].value and "●" not in b_row.children[0].value
+
+
+def test_the_message_line_clears_when_a_cell_changes_the_session(sessions, dash):
+    ask_rounds(sessions, 1)
+    dash.snapshot_button.click()
+    assert status(dash)[0] == "ok"
+    ask_rounds(sessions, 1)          # a later cell
+    assert dash.status_line.value == "", "a stale message would describe the old state"
+
+
+def test_compress_enables_once_there_is_something_to_compress(sessions, dash):
+    ask_rounds(sessions, 3)
+    assert dash.compress_button.disabled and "3 rounds" in dash.compress_button.tooltip
+    ask_rounds(sessions, 1)
+    assert not dash.compress_button.disabled
+    assert dash.compress_button.tooltip.startswith("Summarise all but the last rounds")
+
+
+def test_rows_wrap_instead_of_clipping_and_dollars_are_not_math(sessions, dash):
+    s = sessions.get("default")
+    ask_rounds(sessions, 1)
+    s.snapshot("a label that is rather long for a narrow column")
+    s.set_pin(Pin("a_long_pin_name_for_the_table", "text", "cell", Message.of("system", "x")))
+    row = dash.snapshot_rows.children[0].children[0].value
+    assert "flex-wrap:wrap" in row and "rounds" in row and "tokens" in row
+    # Every detail is its own item: a narrow column wraps them to the next line, whole.
+    assert row.count("<span") >= 6 and "min-width:12em" not in row
+    pin = dash.pin_rows.children[0].children[0].value
+    assert "flex:1 1 6em" in pin and "min-width:13em" not in pin
+    assert {"mathjax_ignore", "tex2jax_ignore"} <= set(dash._dom_classes)
+    assert "$" in dash.summary.value

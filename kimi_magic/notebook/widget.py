@@ -21,6 +21,7 @@ from ..core.errors import SessionError, StoreError
 from ..core.session import Session
 from ..core.sessions import Sessions
 from ..wire.errors import KimiError
+from .display import NO_MATH, dollars
 
 #: Errors that are the user's or the network's: one line in the widget, never a traceback.
 USER_ERRORS = (KimiError, SessionError, StoreError)
@@ -51,10 +52,17 @@ STYLE = """<style>
 @keyframes kimi-show { to { visibility: visible; } }
 .kimi-dashboard { max-width: 100%; }
 .kimi-dashboard .widget-button { width: auto; }
+.kimi-dashboard .kimi-list .widget-html, .kimi-dashboard .kimi-list .widget-html-content {
+  height: auto; line-height: 1.5; }
 </style>"""
 
 #: Seconds between status-line updates while a compress streams its summary.
 PROGRESS_EVERY = 0.25
+
+COMPRESS_TIP = "Summarise all but the last rounds, with a fact check; snapshot taken first"
+
+#: Snapshot rows shown until "Show all" is clicked: the recent ones are what you roll back to.
+RECENT = 20
 
 
 class Dashboard(widgets.VBox):
@@ -71,20 +79,28 @@ class Dashboard(widgets.VBox):
         self._confirming = False
         self._running = False
         self._closed = False
-        self._rows_key: dict[str, Any] = {}
+        self._in_op = False
+        self._show_all = False
+        # Rows are kept per snapshot id and per pin, and updated in place: a change costs the
+        # rows it touches, not a rebuild of the whole list.
+        self._snap_rows: dict[int, tuple[Any, widgets.HBox]] = {}
+        self._pin_rows: dict[str, tuple[Any, widgets.HBox]] = {}
 
         self.selector = widgets.Dropdown(description="session",
                                          layout=widgets.Layout(width="auto", max_width="100%"))
         self.selector.observe(self._on_select, names="value")
         self.summary = widgets.HTML(layout=widgets.Layout(max_width="100%"))
-        self.snapshot_rows = widgets.VBox(layout=_box(max_height="220px", overflow="auto"))
-        self.pin_rows = widgets.VBox(layout=_box())
+        self.snapshot_rows = widgets.VBox(layout=_box(max_height="260px", overflow="hidden auto"))
+        self.pin_rows = widgets.VBox(layout=_box(overflow="hidden"))
+        for box in (self.snapshot_rows, self.pin_rows):
+            box.add_class("kimi-list")
+        self.more_button = _button("Show all", "kimi-show-all", "List every snapshot")
+        self.more_button.on_click(lambda _: self._toggle_all())
         self.label = widgets.Text(placeholder="snapshot label (optional)",
                                   layout=widgets.Layout(width="200px", max_width="100%"))
         self.snapshot_button = _button("Snapshot", "kimi-snapshot", "Save the context now "
                                        "(O(1); roll back to it later)")
-        self.compress_button = _button("Compress", "kimi-compress", "Summarise all but the "
-                                       "last rounds, with a fact check; snapshot taken first")
+        self.compress_button = _button("Compress", "kimi-compress", COMPRESS_TIP)
         self.rollback_button = _button("Rollback", "kimi-rollback", "Restore the latest "
                                        "snapshot (the state you leave is kept as one)")
         self.reset_button = _button("Reset", "kimi-reset", "Clear history and summary "
@@ -108,10 +124,12 @@ class Dashboard(widgets.VBox):
         self.pins_title = widgets.HTML()
         super().__init__(
             [self.selector, self.summary, self.snapshots_title, self.snapshot_rows,
-             self.pins_title, self.pin_rows, self.actions, self.status_line],
+             self.more_button, self.pins_title, self.pin_rows, self.actions, self.status_line],
             layout=widgets.Layout(width="100%", max_width="100%", padding="8px",
                                   border=f"1px solid {BORDER}"))
         self.add_class("kimi-dashboard")
+        for css in NO_MATH.split():   # our dollar figures are not LaTeX
+            self.add_class(css)
         self._on_open = _weak_call(self, Dashboard._session_opened)
         sessions.on_open.append(self._on_open)
         self._bind(self.session)
@@ -123,6 +141,9 @@ class Dashboard(widgets.VBox):
         self.session = session
         self._unsubscribe = _subscribe_weakly(session, self)
         self._confirming = False
+        for cache in (self._snap_rows, self._pin_rows):
+            _close_all([row for _, row in cache.values()])
+            cache.clear()
         self.render()
 
     @property
@@ -139,15 +160,19 @@ class Dashboard(widgets.VBox):
             self._unsubscribe = None
         if self._on_open in self.sessions.on_open:
             self.sessions.on_open.remove(self._on_open)
-        for box in (self.snapshot_rows, self.pin_rows):
-            _close_all(box.children)
+        for cache in (self._snap_rows, self._pin_rows):
+            _close_all([row for _, row in cache.values()])
         _close_all([*self.actions.children, *self.children])
         super().close()
 
     def _changed(self, event: str, detail: Any) -> None:
         """The session changed (in this widget or any cell): show the new state."""
-        if not self._closed:
-            self.render()
+        if self._closed:
+            return
+        if not self._in_op:
+            # A cell changed the session: the last button's message no longer describes it.
+            self.status_line.value = ""
+        self.render()
 
     def _session_opened(self, session: Session) -> None:
         if not self._closed:
@@ -202,51 +227,34 @@ class Dashboard(widgets.VBox):
 
     def _render_snapshots(self) -> None:
         s = self.session
-        # "Here" marks the snapshot whose context is the live one (none after new turns).
-        key = tuple((p.id, p.label, p.holds(s.context)) for p in s.snapshots)
-        if self._rows_key.get("snapshots") == key:
-            return
-        self._rows_key["snapshots"] = key
-        old = self.snapshot_rows.children
-        rows = []
-        for snap in reversed(s.snapshots):       # newest first: the one you want is on top
+        snaps = s.snapshots if self._show_all else s.snapshots[-RECENT:]
+        shown = []
+        for snap in reversed(snaps):       # newest first: the one you want is on top
+            # "Here" marks the snapshot whose context is the live one (none after new turns).
             here = snap.holds(s.context)
-            unlabelled = _unlabelled(snap.label)
-            origin = " · ".join(x for x in (f"from #{snap.parent}" if snap.parent else "",
-                                             "auto" if snap.auto else "") if x)
-            text = _row([
-                ("●" if here else "", "1em", BRAND),
-                (f"#{snap.id}", "2.5em", FONT2),
-                ("(no label)" if unlabelled else snap.label, "12em",
-                 FONT3 if unlabelled else FONT1),
-                (time.strftime("%H:%M:%S", time.localtime(snap.time)), "5em", FONT2),
-                (f"{snap.rounds} rounds", "4.5em", FONT2),
-                (f"{snap.tokens:,} tokens", "6.5em", FONT2),
-                (origin, "7em", FONT3),
-            ], data=f'data-snapshot="{snap.id}"')
-            button = _button("Rollback", "kimi-rollback-to", f"Restore snapshot #{snap.id}")
-            button.on_click(lambda _, sid=snap.id: self._rollback(sid))
-            rows.append(_row_box(text, button))
-        self.snapshot_rows.children = rows
-        _close_all(old)
+            shown.append((snap.id, (snap.label, snap.rounds, snap.tokens, here),
+                          lambda snap=snap, here=here: snapshot_row(snap, here),
+                          lambda sid=snap.id: self._rollback(sid), "Rollback",
+                          "kimi-rollback-to", f"Restore snapshot #{snap.id}"))
+        _update_rows(self.snapshot_rows, self._snap_rows, shown)
+        hidden = len(s.snapshots) - RECENT
+        self.more_button.layout.display = "" if hidden > 0 else "none"
+        self.more_button.description = ("Show recent only" if self._show_all
+                                        else f"Show all {len(s.snapshots)}")
+
+    def _toggle_all(self) -> None:
+        self._show_all = not self._show_all
+        self._render_snapshots()
+        self._render_buttons()
 
     def _render_pins(self, st: dict[str, Any]) -> None:
-        key = tuple(st["pins"])
-        if self._rows_key.get("pins") == key:
-            return
-        self._rows_key["pins"] = key
-        old = self.pin_rows.children
         mark = "" if st["exact"] else "~"
-        rows = []
-        for name, kind, tokens in st["pins"]:
-            text = _row([("", "1em", FONT1), (name, "13em", FONT1), (kind, "6em", FONT2),
-                         (f"{mark}{tokens:,} tokens", "8em", FONT2)],
-                        data=f'data-pin="{html.escape(name, quote=True)}"')
-            button = _button("Unpin", "kimi-unpin", f"Remove the pin {name!r}")
-            button.on_click(lambda _, n=name: self._unpin(n))
-            rows.append(_row_box(text, button))
-        self.pin_rows.children = rows
-        _close_all(old)
+        shown = [(name, (kind, tokens, mark),
+                  lambda name=name, kind=kind, tokens=tokens: pin_row(name, kind,
+                                                                      f"{mark}{tokens:,}"),
+                  lambda name=name: self._unpin(name), "Unpin", "kimi-unpin",
+                  f"Remove the pin {name!r}") for name, kind, tokens in st["pins"]]
+        _update_rows(self.pin_rows, self._pin_rows, shown)
 
     def _render_buttons(self) -> None:
         running = self._running
@@ -254,6 +262,9 @@ class Dashboard(widgets.VBox):
                   self.reset_button, self.label):
             b.disabled = running
         self.rollback_button.disabled = running or not self.session.snapshots
+        idle = self._nothing_to_compress()
+        self.compress_button.disabled = running or bool(idle)
+        self.compress_button.tooltip = idle or COMPRESS_TIP
         for box in (self.snapshot_rows, self.pin_rows):
             for row in box.children:
                 row.children[-1].disabled = running
@@ -261,6 +272,14 @@ class Dashboard(widgets.VBox):
         self.confirm_button.layout.display = "" if self._confirming else "none"
         self.cancel_button.layout.display = "" if self._confirming else "none"
         self.confirm_button.disabled = self.cancel_button.disabled = running
+
+    def _nothing_to_compress(self) -> str:
+        """Why Compress would do nothing now ("" when it would not)."""
+        rounds, keep = len(self.session.context.rounds), self.session.settings.keep_rounds
+        if rounds > keep:
+            return ""
+        return (f"Nothing to compress: {rounds} round{'s' * (rounds != 1)}, and the last "
+                f"{keep} are always kept")
 
     def _say(self, text: str, kind: str = "info") -> None:
         """One line under the buttons: what happened, or what went wrong."""
@@ -291,16 +310,19 @@ class Dashboard(widgets.VBox):
                 self._render_buttons()
                 self._say(progress, "info")
             try:
+                self._in_op = True
                 line = op()
             except USER_ERRORS as err:
-                self._say(self._redact(str(err)), "error")
+                # "nothing to compress" and its like change nothing: news, not a failure.
+                noop = str(err).startswith("nothing to")
+                self._say(self._redact(str(err)), "info" if noop else "error")
             except Exception as err:  # a view must never show a traceback
                 self._say(self._redact(f"{type(err).__name__}: {err}"), "error")
             else:
                 self._say(line, "ok")
         finally:
             session.lock.release()
-            self._running = False
+            self._running = self._in_op = False
             if not self._closed:
                 self.render()
 
@@ -438,7 +460,7 @@ def context_bar(st: dict[str, Any]) -> str:
 
 def _cards(st: dict[str, Any]) -> str:
     def price(v: float | None) -> str:
-        return f"${v:.4f}" if v is not None else "unpriced"
+        return dollars(v, unknown="unpriced")
 
     last = price(st["cost_last"]) if st["cost_last"] is not None else "–"
     total = price(st["cost_total"]) if st["priced"] or st["cost_total"] else "unpriced"
@@ -548,13 +570,33 @@ def _title(text: str, note: str = "") -> str:
             f'font-size:var(--jp-ui-font-size1,13px)">{html.escape(text)}{extra}</div>')
 
 
-def _row(cells: list[tuple[str, str, str]], data: str = "") -> str:
+def snapshot_row(snap: Any, here: bool) -> str:
+    """One snapshot as a row that wraps at narrow widths instead of clipping."""
+    unlabelled = _unlabelled(snap.label)
+    details = [time.strftime("%H:%M:%S", time.localtime(snap.time)), f"{snap.rounds} rounds",
+               f"{snap.tokens:,} tokens", f"from #{snap.parent}" if snap.parent else "",
+               "auto" if snap.auto else ""]
+    return _row([("●" if here else "", "1em", BRAND, "0"), (f"#{snap.id}", "auto", FONT2, "0"),
+                 ("(no label)" if unlabelled else snap.label, "8em",
+                  FONT3 if unlabelled else FONT1, "1")]
+                + [(d, "auto", FONT2, "0") for d in details if d],
+                data=f'data-snapshot="{snap.id}"')
+
+
+def pin_row(name: str, kind: str, tokens: str) -> str:
+    """One pin: its name takes the room (clipped with an ellipsis), kind and size stay whole."""
+    return _row([(name, "6em", FONT1, "1"), (kind, "auto", FONT2, "0"),
+                 (f"{tokens} tokens", "auto", FONT2, "0")],
+                data=f'data-pin="{html.escape(name, quote=True)}"')
+
+
+def _row(cells: list[tuple[str, str, str, str]], data: str = "") -> str:
     spans = "".join(
-        f'<span style="min-width:{width};color:{colour};white-space:nowrap;overflow:hidden;'
-        f'text-overflow:ellipsis;max-width:100%">{html.escape(text)}</span>'
-        for text, width, colour in cells)
+        f'<span style="flex:{grow} 1 {basis};min-width:0;color:{colour};white-space:nowrap;'
+        f'overflow:hidden;text-overflow:ellipsis">{html.escape(text)}</span>'
+        for text, basis, colour, grow in cells)
     return (f'<div class="kimi-row" {data} style="display:flex;flex-wrap:wrap;gap:0 8px;'
-            f'font-size:var(--jp-ui-font-size1,13px);line-height:1.6;align-items:center">'
+            f'font-size:var(--jp-ui-font-size1,13px);line-height:1.5;align-items:baseline">'
             f"{spans}</div>")
 
 
@@ -568,6 +610,34 @@ def _button(text: str, css: str, tip: str, style: str = "") -> widgets.Button:
 
 def _box(**layout: str) -> widgets.Layout:
     return widgets.Layout(max_width="100%", **layout)
+
+
+def _update_rows(box: widgets.VBox, cache: dict[Any, tuple[Any, widgets.HBox]],
+                 shown: list[tuple[Any, Any, Callable[[], str], Callable[[], None], str, str,
+                                   str]]) -> None:
+    """Show ``shown`` rows in ``box``, reusing the row of every key already on screen.
+
+    Each entry is ``(key, state, html, on_click, label, css, tip)``: a row is created only for
+    a new key, its HTML rewritten only when its state changed, and rows no longer shown are
+    closed. The box's children are reassigned only when the list of rows changed.
+    """
+    rows = []
+    for key, state, make_html, on_click, label, css, tip in shown:
+        entry = cache.get(key)
+        if entry is None:
+            button = _button(label, css, tip)
+            button.on_click(lambda _, call=on_click: call())
+            entry = (state, _row_box(make_html(), button))
+        elif entry[0] != state:
+            entry[1].children[0].value = make_html()
+            entry = (state, entry[1])
+        cache[key] = entry
+        rows.append(entry[1])
+    keep = {key for key, *_ in shown}
+    gone = [cache.pop(key)[1] for key in list(cache) if key not in keep]
+    if tuple(rows) != tuple(box.children):
+        box.children = rows
+    _close_all(gone)
 
 
 def _row_box(text: str, button: widgets.Button) -> widgets.HBox:
