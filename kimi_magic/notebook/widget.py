@@ -227,18 +227,9 @@ class Dashboard(widgets.VBox):
 
     def _render_snapshots(self) -> None:
         s = self.session
-        snaps = s.snapshots if self._show_all else s.snapshots[-RECENT:]
-        shown = []
-        for snap in reversed(snaps):       # newest first: the one you want is on top
-            # "Here" marks the snapshot whose context is the live one (none after new turns).
-            here = snap.holds(s.context)
-            shown.append((snap.id, (snap.label, snap.rounds, snap.tokens, here),
-                          lambda snap=snap, here=here: snapshot_row(snap, here),
-                          lambda sid=snap.id: self._rollback(sid), "Rollback",
-                          "kimi-rollback-to", f"Restore snapshot #{snap.id}"))
-        _update_rows(self.snapshot_rows, self._snap_rows, shown)
-        hidden = len(s.snapshots) - RECENT
-        self.more_button.layout.display = "" if hidden > 0 else "none"
+        _update_rows(self.snapshot_rows, self._snap_rows,
+                     _snapshot_entries(s, self._show_all, self._rollback))
+        self.more_button.layout.display = "" if len(s.snapshots) > RECENT else "none"
         self.more_button.description = ("Show recent only" if self._show_all
                                         else f"Show all {len(s.snapshots)}")
 
@@ -248,13 +239,7 @@ class Dashboard(widgets.VBox):
         self._render_buttons()
 
     def _render_pins(self, st: dict[str, Any]) -> None:
-        mark = "" if st["exact"] else "~"
-        shown = [(name, (kind, tokens, mark),
-                  lambda name=name, kind=kind, tokens=tokens: pin_row(name, kind,
-                                                                      f"{mark}{tokens:,}"),
-                  lambda name=name: self._unpin(name), "Unpin", "kimi-unpin",
-                  f"Remove the pin {name!r}") for name, kind, tokens in st["pins"]]
-        _update_rows(self.pin_rows, self._pin_rows, shown)
+        _update_rows(self.pin_rows, self._pin_rows, _pin_entries(st, self._unpin))
 
     def _render_buttons(self) -> None:
         running = self._running
@@ -262,7 +247,7 @@ class Dashboard(widgets.VBox):
                   self.reset_button, self.label):
             b.disabled = running
         self.rollback_button.disabled = running or not self.session.snapshots
-        idle = self._nothing_to_compress()
+        idle = nothing_to_compress(self.session)
         self.compress_button.disabled = running or bool(idle)
         self.compress_button.tooltip = idle or COMPRESS_TIP
         for box in (self.snapshot_rows, self.pin_rows):
@@ -273,22 +258,9 @@ class Dashboard(widgets.VBox):
         self.cancel_button.layout.display = "" if self._confirming else "none"
         self.confirm_button.disabled = self.cancel_button.disabled = running
 
-    def _nothing_to_compress(self) -> str:
-        """Why Compress would do nothing now ("" when it would not)."""
-        rounds, keep = len(self.session.context.rounds), self.session.settings.keep_rounds
-        if rounds > keep:
-            return ""
-        return (f"Nothing to compress: {rounds} round{'s' * (rounds != 1)}, and the last "
-                f"{keep} are always kept")
-
     def _say(self, text: str, kind: str = "info") -> None:
         """One line under the buttons: what happened, or what went wrong."""
-        colour = {"error": ERROR, "warn": WARN, "ok": OK}.get(kind, FONT2)
-        line = " ".join(text.split())
-        self.status_line.value = (
-            f'<div class="kimi-status-line" data-kind="{kind}" style="color:{colour};'
-            f'font-size:var(--jp-ui-font-size1,13px);line-height:1.45;max-width:100%">'
-            f"{html.escape(line)}</div>")
+        self.status_line.value = message_html(text, kind)
 
     def _redact(self, text: str) -> str:
         key = self.session.settings.api_key
@@ -384,7 +356,46 @@ class Dashboard(widgets.VBox):
         self._run(lambda: f"Unpinned {', '.join(self.session.unpin(name))}.")
 
 
+def nothing_to_compress(session: Session) -> str:
+    """Why Compress would do nothing now ("" when it would not)."""
+    rounds, keep = len(session.context.rounds), session.settings.keep_rounds
+    if rounds > keep:
+        return ""
+    return (f"Nothing to compress: {rounds} round{'s' * (rounds != 1)}, and the last {keep} "
+            "are always kept")
+
+
+def _snapshot_entries(s: Session, show_all: bool,
+                      rollback: Callable[[int], None]) -> list[tuple[Any, ...]]:
+    """The snapshot rows to show, newest first (the one you want is on top)."""
+    entries = []
+    for snap in reversed(s.snapshots if show_all else s.snapshots[-RECENT:]):
+        # "Here" marks the snapshot whose context is the live one (none after new turns).
+        here = snap.holds(s.context)
+        entries.append((snap.id, (snap.label, snap.rounds, snap.tokens, here),
+                        lambda snap=snap, here=here: snapshot_row(snap, here),
+                        lambda sid=snap.id: rollback(sid), "Rollback", "kimi-rollback-to",
+                        f"Restore snapshot #{snap.id}"))
+    return entries
+
+
+def _pin_entries(st: dict[str, Any], unpin: Callable[[str], None]) -> list[tuple[Any, ...]]:
+    mark = "" if st["exact"] else "~"
+    return [(name, (kind, tokens, mark),
+             lambda name=name, kind=kind, tokens=tokens: pin_row(name, kind, f"{mark}{tokens:,}"),
+             lambda name=name: unpin(name), "Unpin", "kimi-unpin", f"Remove the pin {name!r}")
+            for name, kind, tokens in st["pins"]]
+
+
 # -- HTML -------------------------------------------------------------------------------------
+def message_html(text: str, kind: str = "info") -> str:
+    """The dashboard's one message line, coloured by kind (ok, info, warn, error)."""
+    colour = {"error": ERROR, "warn": WARN, "ok": OK}.get(kind, FONT2)
+    return (f'<div class="kimi-status-line" data-kind="{kind}" style="color:{colour};'
+            f'font-size:var(--jp-ui-font-size1,13px);line-height:1.45;max-width:100%">'
+            f"{html.escape(' '.join(text.split()))}</div>")
+
+
 def summary_html(st: dict[str, Any], session: Session) -> str:
     """Header, context bar, cost and cache cards and the chart, as one block of HTML."""
     parts = [
