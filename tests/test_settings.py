@@ -62,6 +62,30 @@ def test_a_resumed_session_keeps_its_prompt_and_new_ones_take_the_default(ipytho
     assert magic(ipython).sessions.settings.system == "Answer in French."
 
 
+def test_default_system_reaches_open_sessions_that_have_not_started(ipython, sim):
+    run(ipython, "%kimi status")  # opens the default session before it is configured
+    run(ipython, "%%kimi -s started\nHello")
+    run(ipython, "%%kimi -s own --system Own.\nHello")
+    out = run(ipython, '%config KimiMagic.system = "Be brief."')
+    assert "'started' already started and keep theirs" in out and "'own'" not in out
+
+    run(ipython, "%%kimi -s default\nHello")
+    assert sent_system(sim) == "Be brief."
+    run(ipython, "%%kimi -s started\nAgain")
+    assert sent_system(sim) == DEFAULT_SYSTEM
+    run(ipython, "%%kimi -s own\nAgain")
+    assert sent_system(sim) == "Own."
+
+
+def test_a_bad_environment_variable_does_not_stop_the_extension(ipython, sim, monkeypatch):
+    monkeypatch.setenv("MOONSHOT_MODEL", "kimi-k2-0905-preview")
+    with pytest.warns(UserWarning, match=r"ignoring \$MOONSHOT_MODEL: model .* is retired"):
+        run(ipython, "%reload_ext kimi_magic")
+    assert magic(ipython).model == "kimi-k2.6"
+    run(ipython, "%%kimi\nHello")
+    assert chats(sim)[-1]["model"] == "kimi-k2.6"
+
+
 def test_auto_is_a_model_setting(ipython, sim):
     run(ipython, '%config KimiMagic.model = "auto"')
     assert magic(ipython).sessions.settings.model == "auto"

@@ -165,8 +165,9 @@ class Settings:
         DEFAULT_MODEL, "Model id, or 'auto' for the cheapest whose window fits (default: "
         f"$MOONSHOT_MODEL or {DEFAULT_MODEL}).", env="MOONSHOT_MODEL", check=_model_id)
     system: str = setting(
-        DEFAULT_SYSTEM, "System prompt of sessions opened from now on; open and stored "
-        "sessions keep theirs (%%kimi --system TEXT sets one session's own).")
+        DEFAULT_SYSTEM, "System prompt of new sessions (and of open ones with no turn yet); "
+        "sessions that have started keep theirs (%%kimi --system TEXT sets one session's "
+        "own).")
     max_completion_tokens: int | None = setting(
         None, "Output cap per call (None: 32768, clamped so input + output fit the window).",
         at_least=1)

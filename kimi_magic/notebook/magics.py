@@ -89,6 +89,29 @@ class KimiMagic(Magics, SettingTraits):
         setattr(self.sessions.settings, spec.name, change["new"])
         if spec.reconnect:
             self.sessions.reconnect()
+        if spec.name == "system":
+            self._follow_default_system(change["old"], change["new"])
+
+    def _follow_default_system(self, old: str, new: str) -> None:
+        """Open sessions not started yet take the new default; started ones keep theirs.
+
+        Without this, ``%kimi status`` before ``%config KimiMagic.system = ...`` would leave
+        the first conversation on the old prompt. A session holding its own prompt (set with
+        ``--system``) is never touched.
+        """
+        kept = []
+        for session in self.sessions.open.values():
+            context = session.context
+            if (context.system.text if context.system else "") != old:
+                continue
+            if context.history or context.summary is not None:
+                kept.append(session.name)
+            else:
+                session.set_system(new)
+        if kept:
+            print(f"KimiMagic.system is the prompt of sessions opened from now on; "
+                  f"{', '.join(map(repr, kept))} already started and keep theirs "
+                  "(%%kimi -s NAME --system TEXT changes one).")
 
     def _settings(self) -> Settings:
         return Settings(**{s.name: getattr(self, s.name) for s in SETTINGS})
