@@ -232,6 +232,28 @@ def test_ctrl_c_in_the_code_stops_the_turn_and_records_nothing(ipython, sim, ans
     assert len(session.context.rounds) == rounds
 
 
+def test_a_real_ctrl_c_while_code_runs_stops_it_and_the_turn(ipython, sim, answers):
+    import _thread
+    import threading
+    import time
+
+    session = ipython.magics_manager.registry["KimiMagic"].session
+    rounds = len(session.context.rounds)
+    # SIGINT to the main thread two seconds in, as the kernel's interrupt sends it.
+    timer = threading.Timer(2.0, _thread.interrupt_main)
+    timer.start()
+    started = time.monotonic()
+    try:
+        result, _ = run(ipython, agent_cell(call("run_python", code=(
+            "import time\nend = time.monotonic() + 60\n"
+            "while time.monotonic() < end:\n    pass\nwoke = True")), options="--yes"))
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < 30
+    assert not result.success and "Interrupted" in str(result.error_in_exec)
+    assert "woke" not in ipython.user_ns and len(session.context.rounds) == rounds
+
+
 def test_yes_needs_agent(ipython, sim):
     result, _ = run(ipython, "%%kimi --yes\nHello")
     assert not result.success and "--agent" in str(result.error_in_exec)
