@@ -109,14 +109,9 @@ def tool(fn: Callable[..., Any] | None = None, *, name: str | None = None,
     return register(fn) if fn is not None else register
 
 
-def register_from_namespace(text: str, namespace: Mapping[str, Any]) -> dict[str, Any]:
+def register_from_namespace(name: str, namespace: Mapping[str, Any], *,
+                            confirm: bool = False) -> dict[str, Any]:
     """``%kimi tool NAME [--confirm]``: register a notebook function; returns its spec."""
-    words = text.split()
-    confirm = "--confirm" in words
-    names = [w for w in words if w != "--confirm"]
-    if len(names) != 1:
-        raise SessionError("usage: %kimi tool FUNCTION_NAME [--confirm]")
-    name = names[0]
     if name not in namespace:
         raise SessionError(f"{name!r} is not defined in the notebook")
     fn = namespace[name]

@@ -55,6 +55,12 @@ BAD_CELLS = [
     ("%kimi export notes.xyz", ".ipynb, .md or .json"),
     ("%kimi import /no/such/file.json", "no such file"),
     ("%kimi tool no_such_function", "no_such_function"),
+    ('%kimi pin "x', "no closing quotation"),
+    ('%kimi recall "x', "no closing quotation"),
+    ('%%kimi --prefix "x\nHello', "no closing quotation"),
+    ("%kimi reset now", "unrecognized arguments: now"),
+    ("%kimi snapshots all", "unrecognized arguments: all"),
+    ("%%kimi --pin-results r\nHello", "--pin-results works with --map"),
 ]
 
 #: (setting, bad value as typed after ``%config KimiMagic.NAME = ``): refused with one logged

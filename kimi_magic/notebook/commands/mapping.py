@@ -8,12 +8,14 @@ from typing import Any
 
 from IPython.display import display
 
-from .. import batch
-from ..core.errors import SessionError
-from ..core.session import Session
-from ..fanout import Fanout, as_items, pin_results
-from ..wire.request import Options
-from .display import status_bundle
+from ... import batch
+from ...core.errors import SessionError
+from ...core.session import Session
+from ...fanout import Fanout, as_items, pin_results
+from ...wire.request import Options
+from ..display import status_bundle
+from .pins import pin_and_say
+from .sessions import set_system
 
 
 def evaluate(expr: str, namespace: Mapping[str, Any]) -> Any:
@@ -39,10 +41,9 @@ def run_magic(magic: Any, session: Session, args: Any, prompt: str) -> Any:
     if args.batch:
         batch.check_options(opts)  # before pins or the system prompt change anything
     for target in args.pin:
-        magic.pin_target(session, target)
-    if args.system is not None and session.set_system(args.system):
-        print(f"System prompt of session {session.name!r} set; other sessions keep "
-              "theirs.")
+        pin_and_say(magic, session, target)
+    if args.system is not None:
+        set_system(session, args.system)
     if args.batch:
         job = batch.submit(session, prompt, items, model=args.model, options=opts,
                            out=args.out, source=args.map_var)
@@ -60,7 +61,7 @@ def run_magic(magic: Any, session: Session, args: Any, prompt: str) -> Any:
                      name=args.out)
         results = fan.run()
         display(status_bundle(fan.line(), fan.notices), raw=True)
-    return deliver(magic, session, args.out, getattr(args, "pin_results", None), items,
+    return deliver(magic, session, args.out, args.pin_results, items,
                    results)
 
 

@@ -1,5 +1,5 @@
-"""``%kimi fix [instructions]``: send the last failing cell and its traceback, put the fixed
-cell below."""
+"""Tools: ``%kimi tool NAME`` registers a notebook function; ``%kimi fix`` repairs the last
+failing cell."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import sys
 import traceback
 from typing import Any
 
-from IPython.core.magic_arguments import parse_argstring
-
-from ..core.errors import SessionError
+from ... import tools as tool_module
+from ...core.errors import SessionError
+from . import ask
+from .registry import arg, command
 
 FIX_PROMPT = """This notebook cell failed. Fix it.
 Reply with the corrected cell only, as one Python code block, and no explanation outside it.
@@ -23,6 +24,36 @@ The error:
 ```
 {error}
 ```"""
+
+
+@command("tool",
+         arg("name", metavar="NAME", help="A function defined in the notebook; its "
+             "signature and docstring become the tool's schema."),
+         arg("--confirm", action="store_true", help="Ask before each call (for functions "
+             "with side effects)."))
+def tool(magic: Any, args: Any) -> None:
+    """Let the model call a notebook function in %%kimi --tools cells.
+
+    Example: %kimi tool lookup_price --confirm
+    """
+    spec = tool_module.register_from_namespace(args.name, magic.shell.user_ns,
+                                               confirm=args.confirm)
+    print(f"Registered tool {spec['function']['name']!r}: use %%kimi --tools.")
+
+
+@command("fix", arg("instructions", nargs="*", metavar="INSTRUCTIONS",
+                    help="Extra instructions for the fix."))
+def fix(magic: Any, args: Any) -> Any:
+    """Send the last failing cell and its traceback; the fixed cell is put below.
+
+    Example: %kimi fix "keep the loop, don't vectorise"
+    """
+    cell, error = last_error(magic.shell)
+    prompt = FIX_PROMPT.format(cell=cell or "(source not found)", error=error)
+    extra = " ".join(args.instructions)
+    if extra.strip():
+        prompt += f"\n\nAlso: {extra.strip()}"
+    return ask.run(magic, ask.CELL.parse("--format code --no-interpolate"), prompt)
 
 
 def last_error(shell: Any) -> tuple[str, str]:
@@ -49,13 +80,3 @@ def last_error(shell: Any) -> tuple[str, str]:
     lines = ["Traceback (most recent call last):\n", *traceback.format_list(shown),
              *traceback.format_exception_only(etype, value)]
     return cell.strip(), "".join(lines).strip()
-
-
-def fix_last_error(magic: Any, rest: str) -> Any:
-    """``%kimi fix [extra instructions]``: ask for a fixed cell and put it in the next cell."""
-    cell, error = last_error(magic.shell)
-    prompt = FIX_PROMPT.format(cell=cell or "(source not found)", error=error)
-    if rest.strip():
-        prompt += f"\n\nAlso: {rest.strip()}"
-    args = parse_argstring(magic.kimi, "--format code --no-interpolate")
-    return magic.ask(args, prompt)

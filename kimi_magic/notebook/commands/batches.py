@@ -6,22 +6,32 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from IPython.core.magic_arguments import MagicArgumentParser
 from IPython.display import display
 
-from ..batch import collect, find, jobs
-from .display import status_bundle, table_bundle
+from ...batch import collect, find, jobs
+from ...core.errors import SessionError
+from ..display import status_bundle, table_bundle
+from .registry import arg, command
 
 
-def collect_magic(magic: Any, rest: str) -> Any:
-    """``%kimi batches`` lists batches; ``%kimi batches collect [ID] [--out VAR]`` resumes."""
-    parser = MagicArgumentParser(prog="%kimi batches", add_help=False)
-    parser.add_argument("action", nargs="?", default="list", choices=["list", "collect"])
-    parser.add_argument("id", nargs="?")
-    parser.add_argument("--out")
-    args = parser.parse_argstring(rest)
+@command("batches",
+         arg("action", nargs="?", default="list", choices=["list", "collect"],
+             metavar="list|collect", help="list (the default) or collect."),
+         arg("id", nargs="?", metavar="ID", help="With collect: the batch id (default: the "
+             "latest uncollected one)."),
+         arg("--out", metavar="VAR", help="With collect: put the results in this variable "
+             "(default: the --out the batch was submitted with)."))
+def batches(magic: Any, args: Any) -> Any:
+    """List the Batch API jobs, or wait for one and collect its results.
+
+    %%kimi --map VAR --batch submits a job; if the kernel restarts while it runs,
+    %kimi batches collect ID picks it up. Example: %kimi batches collect b-123 --out answers
+    """
     store = magic.sessions.store
     if args.action == "list":
+        if args.id or args.out:
+            raise SessionError("%kimi batches list takes no ID or --out: use "
+                               "%kimi batches collect ID [--out VAR]")
         known = jobs(store)
         if not known:
             print("No batches yet: %%kimi --map VAR --batch submits one.")

@@ -1,0 +1,118 @@
+"""What things cost and where they stand: ``%kimi status``, ``cost``, ``models``, ``help``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.display import display
+
+from ...core import models as model_table
+from ...wire.errors import KimiError
+from ..display import dollars, table_bundle
+from .registry import COMMANDS, arg, command, ordered
+
+
+@command("status")
+def status(magic: Any, args: Any) -> None:
+    """The current session: model and window, context fill by layer, cost, prompt cache.
+
+    Plain %kimi shows the same.
+    """
+    st = magic.session.status()
+    mark = "" if st["exact"] else "~"
+    layers = ", ".join(f"{k} {mark}{v:,}" for k, v in st["layers"].items())
+    warm = (f"warm for {st['cache_seconds_left'] / 60:.1f} more min"
+            if st["cache_warm"] else "cold")
+    rows = [
+        ["session", st["session"]],
+        ["model", f"{st['model']} (window {st['window']:,} from the {st['window_source']})"],
+        ["context", f"{mark}{st['tokens']:,} tokens ({st['fill']:.1%}); "
+                    f"{'exact (server count)' if st['exact'] else 'estimated'}"],
+        ["layers", layers],
+        ["auto-compact at", f"{st['threshold']:,} tokens ({magic.compact_mode})"],
+        ["rounds / snapshots", f"{st['rounds']} / {st['snapshots']}"],
+        ["pins", ", ".join(f"{n} ({k}, {mark}{t:,})" for n, k, t in st["pins"]) or "none"],
+        ["cost", f"{_price(st['cost_total'] if st['priced'] or st['cost_total'] else None)}"
+                 f" total, last {_price(st['cost_last'])}"],
+        ["prompt cache", f"{st['cache_hit_rate']:.0%} hit rate; {warm}"],
+        ["next turn input", f"{_price(st['next_turn_warm'])} warm / "
+                            f"{_price(st['next_turn_cold'])} cold"],
+        ["server", _server_line(magic)],
+        ["tokenizer", st["tokenizer"]],
+    ]
+    display(table_bundle(["", ""], rows, "Kimi session"), raw=True)
+
+
+def _server_line(magic: Any) -> str:
+    try:
+        client = magic.sessions.client()
+    except KimiError:
+        return f"{magic.base_url} (no API key set)"
+    return f"{client.base_url} ({client.server})"
+
+
+@command("cost")
+def cost(magic: Any, args: Any) -> None:
+    """What the current session has cost, by model, and its prompt-cache hit rate."""
+    c = magic.session.cost()
+    st = magic.session.status()
+    rows = [[m, dollars(v)] for m, v in c["by_model"].items()]
+    rows.append(["total", dollars(c["total"])])
+    rows.append(["prompt cache hit rate", f"{st['cache_hit_rate']:.0%}"])
+    display(table_bundle(["model", "cost"], rows, f"Cost of {magic.session.name} "
+                         f"({c['turns']} calls)"), raw=True)
+
+
+@command("models")
+def models(magic: Any, args: Any) -> None:
+    """The models the server serves and the model table knows: window, thinking, prices."""
+    try:
+        server = magic.sessions.client().models(refresh=True)
+    except KimiError as err:
+        server = {}
+        print(f"(server not asked: {err})")
+    ids = list(dict.fromkeys([*server, *model_table.MODELS]))
+    rows = []
+    for mid in ids:
+        m = model_table.resolve(mid, server, magic.model_overrides)
+        price = (f"${m.cache_hit}/${m.cache_miss}/${m.output}" if m.priced else "unpriced")
+        state = ("retired (404)" if model_table.is_retired(mid)
+                 else "served" if mid in server else "not listed by this server")
+        rows.append([mid, f"{m.context_length:,}", m.thinking, price, state])
+    display(table_bundle(["model", "window", "thinking", "$/1M hit/miss/out", "status"],
+                         rows, f"Models (prices as of {model_table.TABLE_DATE})"), raw=True)
+
+
+def _price(usd: float | None) -> str:
+    # A model without prices shows as such, never as $0.
+    return dollars(usd, unknown="unpriced")
+
+
+@command("help", arg("subcommand", nargs="?", metavar="SUBCOMMAND",
+                     help="The subcommand to explain (default: list them all)."))
+def help_(magic: Any, args: Any) -> None:
+    """Show the subcommands, or one subcommand's usage, options and examples."""
+    if args.subcommand is None:
+        print(overview())
+        return
+    found = COMMANDS.get(args.subcommand)
+    if found is None:
+        raise UsageError(f"no subcommand %kimi {args.subcommand}; try: {', '.join(COMMANDS)}")
+    print(found.grammar.full_help())
+
+
+def overview() -> str:
+    """One line per subcommand: its usage and what it does."""
+    lines = ["%kimi SUBCOMMAND [ARGS] (plain %kimi: status); %kimi help SUBCOMMAND explains one.",
+             ""]
+    for c in ordered():
+        lines.append(f"  {c.grammar.usage()}")
+        lines.append(f"      {c.grammar.help}")
+    return "\n".join(lines)
+
+
+@command("widget")
+def widget(magic: Any, args: Any) -> None:
+    """Show the session dashboard: window fill, cost, cache, pins, snapshots, buttons."""
+    magic.show_widget(magic.session)
