@@ -117,6 +117,17 @@ def test_tool_confirm_and_import_as_are_parsed_like_the_rest(ipython, sim, tmp_p
     assert "copy.1" in {s["name"] for s in magic(ipython).sessions.store.sessions()}
 
 
+def test_python_expressions_keep_their_quotes_and_paths_may_hold_spaces(ipython, sim, tmp_path):
+    ipython.user_ns["d"] = {"k": "the key is teal", "other key": "the other is mauve"}
+    assert "Pinned 'k'" in ok(ipython, "%kimi pin d['k'] --as k")
+    assert "Pinned 'o'" in ok(ipython, '%kimi pin "d[\'other key\']" --as o')
+    notes = tmp_path / "my notes.txt"
+    notes.write_text("the file says amber")
+    ok(ipython, f'%%kimi --pin "{notes}"\nWhat colours do you know?')
+    sent = " ".join(m["content"] for m in chats(sim)[-1]["messages"] if m["role"] == "system")
+    assert "teal" in sent and "mauve" in sent and "amber" in sent
+
+
 # -- unterminated quotes and extra words: one line, nothing written or sent --------------------
 
 @pytest.mark.parametrize("cell", ['%%kimi --prefix "x\nHello', '%kimi pin "x', '%kimi recall "x',

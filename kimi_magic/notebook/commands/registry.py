@@ -1,6 +1,6 @@
 """The one grammar of the magics: each command declares its arguments and help once; the same
-declaration parses what the user typed (like a shell: quotes group words and are removed) and
-prints ``%kimi help``, ``%kimi?`` and ``%%kimi?``.
+declaration parses what the user typed (split like a shell, see ``split``) and prints
+``%kimi help``, ``%kimi?`` and ``%%kimi?``.
 
 >>> g = Grammar("%kimi snapshot", [arg("label", nargs="?")], "Save the context.")
 >>> g.parse('"before big change"').label
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +44,44 @@ def arg(*flags: str, **options: Any) -> Arg:
 def one_of(*args: Arg) -> OneOf:
     """Declare mutually exclusive arguments."""
     return OneOf(args)
+
+
+QUOTES = "'\""
+
+
+def split(line: str) -> list[str]:
+    """Split ``line`` into words the way a POSIX shell does for what notebooks type.
+
+    Quotes group words and are removed, as in a shell, where they open a word or an option's
+    value (``"my frame"``, ``--out="a b"``, ``''`` is an empty word). A quote inside a word is
+    part of a Python expression and stays (``df['city']``), and backslashes stay as typed
+    (Windows paths, regexes). An unclosed quote is a ``ValueError``.
+
+    >>> split('''--prefix "{" --system '' --map df['my col'] --as="a b"''')
+    ['--prefix', '{', '--system', '', '--map', "df['my col']", '--as=a b']
+    """
+    words: list[str] = []
+    i, n = 0, len(line)
+    while True:
+        while i < n and line[i].isspace():
+            i += 1
+        if i >= n:
+            return words
+        word = ""
+        unquote = line[i] in QUOTES
+        while i < n and not line[i].isspace():
+            c = line[i]
+            if c not in QUOTES:
+                word += c
+                i += 1
+                continue
+            end = line.find(c, i + 1)
+            if end < 0:
+                raise ValueError("No closing quotation")
+            unquote = unquote or (word.startswith("-") and word.endswith("="))
+            word += line[i + 1:end] if unquote else line[i:end + 1]
+            i = end + 1
+        words.append(word)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -90,9 +127,9 @@ class Grammar:
                     self.parser.explain[shown] = (action.help or "").replace("%%", "%")
 
     def parse(self, line: str) -> argparse.Namespace:
-        """Split ``line`` like a POSIX shell and parse it; a mistake is one UsageError line."""
+        """Split ``line`` (see ``split``) and parse it; a mistake is one UsageError line."""
         try:
-            argv = shlex.split(line, posix=True)
+            argv = split(line)
         except ValueError as err:
             raise UsageError(f"{self.prog}: {str(err).lower()} in {line.strip()!r}: close the "
                              "quote (or quote text containing an apostrophe with \")") from None
