@@ -128,6 +128,14 @@ def test_python_expressions_keep_their_quotes_and_paths_may_hold_spaces(ipython,
     assert "teal" in sent and "mauve" in sent and "amber" in sent
 
 
+def test_fix_instructions_may_hold_an_apostrophe(ipython, sim):
+    ipython.run_cell("total = sum(range(10)) / 0")
+    said = ok(ipython, "%kimi fix don't divide by zero")
+    prompt = chats(sim)[-1]["messages"][-1]["content"]
+    assert "ZeroDivisionError" in prompt and prompt.endswith("Also: don't divide by zero")
+    assert ipython.rl_next_input is not None and said
+
+
 # -- unterminated quotes and extra words: one line, nothing written or sent --------------------
 
 @pytest.mark.parametrize("cell", ['%%kimi --prefix "x\nHello', '%kimi pin "x', '%kimi recall "x',

@@ -54,8 +54,9 @@ def split(line: str) -> list[str]:
 
     Quotes group words and are removed, as in a shell, where they open a word or an option's
     value (``"my frame"``, ``--out="a b"``, ``''`` is an empty word). A quote inside a word is
-    part of a Python expression and stays (``df['city']``), and backslashes stay as typed
-    (Windows paths, regexes). An unclosed quote is a ``ValueError``.
+    part of a Python expression and stays (``df['city']``; an apostrophe too, as in
+    ``don't``), and backslashes stay as typed (Windows paths, regexes). A quote opening a word
+    and never closed is a ``ValueError``.
 
     >>> split('''--prefix "{" --system '' --map df['my col'] --as="a b"''')
     ['--prefix', '{', '--system', '', '--map', "df['my col']", '--as=a b']
@@ -76,9 +77,13 @@ def split(line: str) -> list[str]:
                 i += 1
                 continue
             end = line.find(c, i + 1)
+            unquote = unquote or (word.startswith("-") and word.endswith("="))
+            if end < 0 and not unquote:
+                word += c  # an apostrophe in a word: fix don't use loops
+                i += 1
+                continue
             if end < 0:
                 raise ValueError("No closing quotation")
-            unquote = unquote or (word.startswith("-") and word.endswith("="))
             word += line[i + 1:end] if unquote else line[i:end + 1]
             i = end + 1
         words.append(word)

@@ -46,7 +46,7 @@ def tool(magic: Any, args: Any) -> None:
 def fix(magic: Any, args: Any) -> Any:
     """Send the last failing cell and its traceback; the fixed cell is put below.
 
-    Example: %kimi fix "keep the loop, don't vectorise"
+    Example: %kimi fix keep the loop, don't vectorise
     """
     cell, error = last_error(magic.shell)
     prompt = FIX_PROMPT.format(cell=cell or "(source not found)", error=error)
