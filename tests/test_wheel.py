@@ -8,6 +8,7 @@ wheel; this test runs from a directory outside the tree, so only the wheel can b
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -27,9 +28,15 @@ def wheel_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A virtual environment with the built wheel installed and the suite's packages visible."""
     base = tmp_path_factory.mktemp("wheel")
     dist = base / "dist"
+    # Build from a clean copy: setuptools reuses a build/ folder left in the tree, which
+    # could put a module that no longer exists (or hide one that is missing) in the wheel.
+    source = base / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "dist", "out", "*.egg-info", "__pycache__", ".*_cache",
+        ".hypothesis", "*.sqlite", "*.sqlite-*"))
     build = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-         "-w", str(dist), str(ROOT)], capture_output=True, text=True, timeout=600)
+         "-w", str(dist), str(source)], capture_output=True, text=True, timeout=600)
     assert build.returncode == 0, build.stdout + build.stderr
     (wheel,) = dist.glob("kimi_magic-*.whl")
     env_dir = base / "venv"
