@@ -19,6 +19,7 @@ from .errors import KimiError, classify, host, is_api_error
 from .files import Batches, Files
 from .loop import LoopThread
 from .reply import Assembler, OnDelta, Reply, dump, reply_from_completion
+from .request import wire_body
 from .retry import RetryPolicy
 
 T = TypeVar("T")
@@ -39,6 +40,22 @@ def guess_server(base_url: str, owned_by: str = "") -> str:
     if owner in ("me", "llamacpp", "llama.cpp"):
         return "llama.cpp"
     return "openai"
+
+
+def as_sent(request: dict[str, Any]) -> dict[str, Any]:
+    """``chat.completions.create`` keywords that send ``request`` without the SDK re-walking it.
+
+    The SDK converts every keyword argument through its TypedDict transform, message by
+    message (0.7 s of a 0.75 s turn at 2,000 messages), but merges ``extra_body`` into the
+    JSON unconverted. Our messages are already wire dicts, so the whole body travels there;
+    ``model``, an empty ``messages`` (both required arguments, overridden by the body) and
+    ``stream`` (which picks the return type) stay keywords.
+    """
+    sent: dict[str, Any] = {"model": request["model"], "messages": [],
+                            "extra_body": wire_body(request)}
+    if "stream" in request:
+        sent["stream"] = request["stream"]
+    return sent
 
 
 class KimiClient:
@@ -150,10 +167,10 @@ class KimiClient:
         assembler = Assembler(body["model"], on_delta)
         try:
             if not body.get("stream"):
-                completion = self.sdk.chat.completions.create(**body)
+                completion = self.sdk.chat.completions.create(**as_sent(body))
                 return reply_from_completion(completion, body["model"],
                                              time.perf_counter() - started)
-            stream = self.sdk.chat.completions.create(**body)
+            stream = self.sdk.chat.completions.create(**as_sent(body))
             try:
                 for chunk in stream:
                     assembler.feed(chunk)
@@ -183,7 +200,7 @@ class KimiClient:
 
         async def once() -> Reply:
             started = time.perf_counter()
-            completion = await self.async_sdk.chat.completions.create(**body)
+            completion = await self.async_sdk.chat.completions.create(**as_sent(body))
             return reply_from_completion(completion, body["model"], time.perf_counter() - started)
 
         return await self.retry.arun(once, before_attempt)
