@@ -9,7 +9,6 @@ and keeps the very same message while nothing changed, so the prefix stays byte-
 
 from __future__ import annotations
 
-import base64
 import inspect
 import io
 import json
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from .core import tokens
 from .core.context import Context, Message, Pin, block
 from .core.errors import SessionError
+from .wire.messages import image_part, text_part
 
 if TYPE_CHECKING:
     from .core.session import Session
@@ -271,10 +271,9 @@ def _message(name: str, kind: str, source: str, content: str | _Image,
              meta: Mapping[str, Any] | None = None) -> Message:
     if isinstance(content, _Image):
         # Images cannot go in a system message in the OpenAI format: a user message carries it.
-        url = f"data:{content.mime};base64,{base64.b64encode(content.data).decode()}"
         return Message({"role": "user", "content": [
-            {"type": "text", "text": block(name, kind, source, content.description)},
-            {"type": "image_url", "image_url": {"url": url}},
+            text_part(block(name, kind, source, content.description)),
+            image_part(content.data, content.mime),
         ]}, meta)
     return Message({"role": "system", "content": block(name, kind, source, content)}, meta)
 

@@ -26,14 +26,13 @@ from .core import models as model_table
 from .core.errors import SessionError
 from .core.redact import env_secrets, redact
 from .core.session import Session
+from .wire.messages import WEB_SEARCH_TOOL, is_web_search
 
 #: Kimi accepts at most this many tools per request.
 MAX_TOOLS = 128
 NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9-_]{2,63}$")
 #: A tool's result is cut to this many characters before it goes back to the model.
 MAX_RESULT_CHARS = 20_000
-WEB_SEARCH = "$web_search"
-WEB_SEARCH_SPEC = {"type": "builtin_function", "function": {"name": WEB_SEARCH}}
 RECALL = "recall_archive"
 
 Asker = Callable[[str], str]
@@ -317,7 +316,7 @@ class Toolset:
     @property
     def specs(self) -> list[dict[str, Any]]:
         specs = [t.spec for t in self.tools.values()]
-        return specs + ([WEB_SEARCH_SPEC] if self.web else [])
+        return specs + ([WEB_SEARCH_TOOL] if self.web else [])
 
     def run(self, call: dict[str, Any]) -> str:
         """The tool message's content for one call, secrets hidden; failures become text."""
@@ -328,7 +327,7 @@ class Toolset:
         fn_part = call.get("function") or {}
         name = str(fn_part.get("name", ""))
         raw = fn_part.get("arguments") or ""
-        if name == WEB_SEARCH and self.web:
+        if is_web_search(call) and self.web:
             # Moonshot's protocol: the search runs server-side; echo the arguments verbatim.
             self.web_calls += 1
             return raw

@@ -8,6 +8,7 @@ from kimi_magic import KimiError, Options, Session, Settings, Store
 from kimi_magic.core.models import resolve
 from kimi_magic.notebook.display import status_line
 from kimi_magic.simulator import Simulator
+from kimi_magic.wire.events import ContentDelta, ReasoningDelta
 from kimi_magic.wire.request import build_request
 
 
@@ -83,9 +84,9 @@ def test_stream_without_usage_falls_back_to_marked_estimates(session, sim):
 def test_reasoning_streams_separately_and_is_sent_back_unchanged(session, sim):
     seen = []
     t1 = session.ask("Remember: the deploy key id is KEY-7781.",
-                     on_delta=lambda kind, text: seen.append(kind))
+                     on_delta=lambda event: seen.append(type(event)))
     assert t1.reasoning
-    assert seen.index("reasoning") < seen.index("content"), "reasoning arrives first"
+    assert seen.index(ReasoningDelta) < seen.index(ContentDelta), "reasoning arrives first"
     session.ask("Which deploy key id did I give you?")
     sent = last_body(sim)["messages"]
     assistant = [m for m in sent if m["role"] == "assistant"][0]

@@ -144,7 +144,7 @@ def test_lossy_summary_keeps_every_planted_fact(sim: Simulator,
     session, planted = long_session
     sim.configure(summary_fidelity="lossy")
     deltas: list[str] = []
-    result = session.compress(on_delta=lambda kind, text: deltas.append(text))
+    result = session.compress(on_delta=lambda event: deltas.append(event.text))
     summary = session.context.summary.text
     compressed = planted[: 2 * 21]  # the last 3 rounds stay verbatim
     assert [f for f in compressed if not present(f, summary)] == []

@@ -23,6 +23,7 @@ from IPython.utils.capture import capture_output
 
 from kimi_magic import KimiError, Session, Settings, Store
 from kimi_magic.notebook.display import status_line
+from kimi_magic.wire.events import StreamEvent
 
 # Failures answered with an HTTP error that must reach the user on the first request.
 NOT_RETRIED = [
@@ -159,10 +160,10 @@ def test_timeout_is_retried_when_retries_are_left(session, sim):
 @pytest.mark.parametrize("kind", ["stream_cut", "no_finish", "malformed_chunk"])
 def test_broken_streams_keep_nothing(warm, sim, kind):
     before = state(warm)
-    shown: list[str] = []
+    shown: list[StreamEvent] = []
     sim.fail(kind)
     with pytest.raises(KimiError) as info:
-        warm.ask("Tell me a long story about the number.", on_delta=lambda k, t: shown.append(t))
+        warm.ask("Tell me a long story about the number.", on_delta=shown.append)
     err = info.value
     assert err.kind in ("stream_cut", "malformed")
     assert "Nothing was recorded" in str(err)
@@ -212,10 +213,10 @@ def test_token_limit_without_history_is_a_clear_line(session, sim, kind):
 
 def test_keyboard_interrupt_mid_stream_keeps_nothing(warm, sim):
     before = state(warm)
-    seen: list[str] = []
+    seen: list[StreamEvent] = []
 
-    def impatient(kind: str, text: str) -> None:
-        seen.append(text)
+    def impatient(event: StreamEvent) -> None:
+        seen.append(event)
         if len(seen) == 3:
             raise KeyboardInterrupt
 

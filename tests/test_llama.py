@@ -100,7 +100,7 @@ def test_server_is_detected_as_llama_cpp_and_the_cap_holds(shell, llama):
     deltas: list[str] = []
     turn = session.ask("Count from one to one hundred in words.",
                        options=_options(max_completion_tokens=20),
-                       on_delta=lambda kind, text: deltas.append(text))
+                       on_delta=lambda event: deltas.append(event.text))
     assert bodies[-1]["max_tokens"] == 20
     assert "max_completion_tokens" not in bodies[-1], "llama.cpp honours only max_tokens"
     assert len(deltas) > 3, "the reply streamed"

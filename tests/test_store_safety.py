@@ -178,7 +178,7 @@ def test_snapshot_during_a_streaming_ask_waits_for_it(session, sim):
 
     def ask() -> None:
         result["turn"] = session.ask("What is my favourite number?",
-                                     on_delta=lambda k, t: streaming.set())
+                                     on_delta=lambda event: streaming.set())
 
     t = threading.Thread(target=ask)
     t.start()

@@ -1,4 +1,4 @@
-"""The wire package's shapes, events and hints, over real HTTP to the simulator."""
+"""The wire package's shapes, events, hints and speed, over real HTTP to the simulator."""
 
 from __future__ import annotations
 
@@ -7,20 +7,24 @@ import statistics
 import time
 
 import httpx2
-import pytest
+from IPython.utils.capture import capture_output
 
+from kimi_magic import Options
+from kimi_magic import tools as tool_module
 from kimi_magic.core.models import resolve
-from kimi_magic.simulator import Simulator
+from kimi_magic.tools import for_session, tool
 from kimi_magic.wire.client import KimiClient
-from kimi_magic.wire.request import Options, build_request, wire_body
+from kimi_magic.wire.events import ContentDelta, ToolCallStarted, ToolResult
+from kimi_magic.wire.messages import is_web_search, tool_message
+from kimi_magic.wire.request import build_request, wire_body
 
 KEY = "sk-wire-test-0123456789"
 
-
-@pytest.fixture(scope="module")
-def sim():
-    with Simulator(port=0) as s:
-        yield s
+SHELF_TOOL = '''
+def shelf_count(room: str) -> int:
+    """How many shelves a room has."""
+    return 14
+'''
 
 
 def chats(sim):
@@ -37,11 +41,12 @@ def long_conversation(rounds: int) -> list[dict]:
     return messages
 
 
+# -- speed ----------------------------------------------------------------------------------------
+
 def test_a_1000_round_turn_is_sent_unchanged_and_costs_about_one_http_round_trip(sim):
     client = KimiClient(sim.url, KEY, server="moonshot")
     body = build_request(resolve("kimi-k2.6"), long_conversation(1000),
                          Options(think=False), 60_000, "moonshot")
-    sim.clear_requests()
     client.chat(body)
     sent = chats(sim)[-1]["body"]
     assert sent == wire_body(body), "the server got exactly the body we built"
@@ -63,3 +68,40 @@ def test_a_1000_round_turn_is_sent_unchanged_and_costs_about_one_http_round_trip
     turn, trip = statistics.median(turns), statistics.median(trips)
     # The SDK's per-message conversion alone used to cost ~20 round trips at this size.
     assert turn < 3 * trip + 0.1, f"turn {turn:.3f}s vs raw round trip {trip:.3f}s"
+
+
+# -- stream events and tool messages ---------------------------------------------------------
+
+def test_a_tool_turn_streams_typed_events_and_sends_the_tool_message(session, sim):
+    namespace: dict = {}
+    exec(SHELF_TOOL, namespace)
+    tool(namespace["shelf_count"])
+    events: list = []
+    try:
+        tools = for_session(session)
+        session.ask('Use shelf_count with "attic".', options=Options(tools=tools.specs),
+                    tools=tools, on_delta=events.append)
+    finally:
+        tool_module.registry.clear()
+    started = next(e for e in events if isinstance(e, ToolCallStarted))
+    result = next(e for e in events if isinstance(e, ToolResult))
+    assert started.name == result.name == "shelf_count" and result.result == "14"
+    assert events.index(started) < events.index(result)
+    assert isinstance(events[-1], ContentDelta), "the answer streams after the tool ran"
+    sent = chats(sim)[-1]["body"]["messages"]
+    call = next(m for m in sent if m.get("tool_calls"))["tool_calls"][0]
+    assert next(m for m in sent if m["role"] == "tool") == tool_message(call, "14")
+    assert not is_web_search(call)
+
+
+def test_the_stream_view_shows_the_tool_call_and_its_result(ipython, sim):
+    ipython.run_cell(SHELF_TOOL)
+    try:
+        with capture_output():
+            ipython.run_line_magic("kimi", "tool shelf_count")
+        with capture_output() as out:
+            ipython.run_cell_magic("kimi", "--tools", 'Use shelf_count on "attic".')
+    finally:
+        tool_module.registry.clear()
+    shown = "".join(o.data.get("text/markdown", "") for o in out.outputs)
+    assert "calling `shelf_count`" in shown and "↳ `shelf_count` → 14" in shown

@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..wire.errors import KimiError
+from ..wire.messages import is_web_search
 from ..wire.request import Options
 from . import models as model_table
 from .errors import SessionError
@@ -23,8 +24,7 @@ AUTO_OUTPUT_TOKENS = 16_384
 
 def offers_web(opts: Options) -> bool:
     """Whether the request offers Kimi's builtin ``$web_search``."""
-    return any((t.get("function") or {}).get("name") == "$web_search"
-               for t in opts.tools or ())
+    return any(is_web_search(t) for t in opts.tools or ())
 
 
 class ModelChoice:

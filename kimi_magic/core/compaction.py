@@ -8,10 +8,10 @@ so ``recall`` can find it again.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from ..wire.errors import KimiError
+from ..wire.events import OnEvent
 from ..wire.request import Options, build_request
 from . import compress as compression
 from . import tokens
@@ -145,7 +145,7 @@ class Compaction:
             return len(dropped)
 
     def compress(self, keep_rounds: int | None = None, *, model: str | None = None,
-                 on_delta: Callable[[str, str], None] | None = None,
+                 on_delta: OnEvent | None = None,
                  auto: bool = False) -> CompressResult:
         """Summarise all but the last ``keep_rounds`` rounds, then restore lost facts.
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from ..wire.client import KimiClient
 from ..wire.errors import KimiError
+from ..wire.events import OnEvent
 from ..wire.request import Options
 from .accounting import Accounting
 from .choice import ModelChoice
@@ -204,7 +205,7 @@ class Session:
     # -- asking -------------------------------------------------------------------------------
     def ask(self, prompt: str | list[dict[str, Any]], *, model: str | None = None,
             options: Options | None = None, once: bool = False, cell_id: str | None = None,
-            on_delta: Callable[[str, str], None] | None = None,
+            on_delta: OnEvent | None = None,
             tools: Tools | None = None, note: str = "") -> Turn:
         """Send ``prompt`` with the whole context and record the turn (unless ``once``).
 
@@ -260,7 +261,7 @@ class Session:
         return self.compaction.truncate(keep_rounds, keep_tokens)
 
     def compress(self, keep_rounds: int | None = None, *, model: str | None = None,
-                 on_delta: Callable[[str, str], None] | None = None,
+                 on_delta: OnEvent | None = None,
                  auto: bool = False) -> CompressResult:
         """Summarise all but the last ``keep_rounds`` rounds, then restore lost facts."""
         return self.compaction.compress(keep_rounds, model=model, on_delta=on_delta, auto=auto)

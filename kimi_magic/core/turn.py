@@ -9,12 +9,12 @@ archive and head in one transaction, so a failed turn leaves nothing behind.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
 from ..wire.errors import KimiError
+from ..wire.events import OnEvent, ToolResult
+from ..wire.messages import is_web_search, tool_message
 from ..wire.reply import Reply, Usage
 from ..wire.request import Options, build_request
 from . import models as model_table
@@ -81,7 +81,7 @@ class Ask:
                  prompt: str | list[dict[str, Any]], *, model: str | None = None,
                  options: Options | None = None, once: bool = False,
                  cell_id: str | None = None,
-                 on_delta: Callable[[str, str], None] | None = None,
+                 on_delta: OnEvent | None = None,
                  tools: Tools | None = None) -> None:
         if isinstance(prompt, str) and not prompt.strip():
             raise SessionError("the prompt is empty: write it in the cell body")
@@ -203,15 +203,12 @@ class Ask:
             for call in reply.tool_calls:
                 result = tools.run(call)
                 ex.tool_log.append({"call": call, "result": result})
-                msg = {"role": "tool", "tool_call_id": call.get("id", ""),
-                       "name": call["function"]["name"], "content": result}
+                msg = tool_message(call, result)
                 ex.new.append(Message(msg))
                 messages.append(msg)
                 if on_delta:
-                    on_delta("tool_result", json.dumps({"name": msg["name"],
-                                                        "result": result[:200]}))
-        searches = sum(1 for t in ex.tool_log
-                       if t["call"].get("function", {}).get("name") == "$web_search")
+                    on_delta(ToolResult(msg["name"], result))
+        searches = sum(1 for t in ex.tool_log if is_web_search(t["call"]))
         if searches:
             # Billed per call on top of tokens; kept in the turn's cost.
             web_usd = searches * model_table.WEB_SEARCH_USD

@@ -16,13 +16,20 @@ renders.
 from __future__ import annotations
 
 import html
-import json
 import re
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..core.turn import Turn
+from ..wire.events import (
+    ContentDelta,
+    ReasoningDelta,
+    Reset,
+    StreamEvent,
+    ToolCallStarted,
+    ToolResult,
+)
 
 #: Seconds between re-renders while streaming.
 THROTTLE = 0.15
@@ -104,7 +111,7 @@ def code_markdown(text: str, lang: str = "python") -> str:
 
 
 class StreamView:
-    """Receives ``(kind, text)`` deltas and renders them with ``display`` handles.
+    """Receives a turn's stream events and renders them with ``display`` handles.
 
     ``fmt`` is ``markdown``, ``code``, ``text`` or ``json``; ``prefix`` (partial mode) is
     shown before the reply, as history and ``--out`` hold it.
@@ -130,17 +137,16 @@ class StreamView:
         self._last = 0.0
         self._dirty = False
 
-    def __call__(self, kind: str, text: str) -> None:
-        if kind == "content":
-            self.content.append(text)
-        elif kind == "reasoning":
-            self.reasoning.append(text)
-        elif kind == "tool_call":
-            self.tools.append(f"🔧 calling `{text}`")
-        elif kind == "tool_result":
-            data = json.loads(text)
-            self.tools.append(f"↳ `{data['name']}` → {_clip(data['result'], 120)}")
-        elif kind == "reset":
+    def __call__(self, event: StreamEvent) -> None:
+        if isinstance(event, ContentDelta):
+            self.content.append(event.text)
+        elif isinstance(event, ReasoningDelta):
+            self.reasoning.append(event.text)
+        elif isinstance(event, ToolCallStarted):
+            self.tools.append(f"🔧 calling `{event.name}`")
+        elif isinstance(event, ToolResult):
+            self.tools.append(f"↳ `{event.name}` → {_clip(event.result, 120)}")
+        elif isinstance(event, Reset):
             # A retried tool step or a fresh attempt: start the answer text again.
             self.content.clear()
         self._dirty = True

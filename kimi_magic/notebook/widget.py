@@ -21,6 +21,7 @@ from ..core.errors import SessionError, StoreError
 from ..core.session import Session
 from ..core.sessions import Sessions
 from ..wire.errors import KimiError
+from ..wire.events import ContentDelta, StreamEvent
 from .display import NO_MATH, dollars
 
 #: Errors that are the user's or the network's: one line in the widget, never a traceback.
@@ -311,10 +312,10 @@ class Dashboard(widgets.VBox):
         chars = [0]
         last = [0.0]
 
-        def on_delta(kind: str, text: str) -> None:
-            if kind != "content":
+        def on_delta(event: StreamEvent) -> None:
+            if not isinstance(event, ContentDelta):
                 return
-            chars[0] += len(text)
+            chars[0] += len(event.text)
             now = time.monotonic()
             if now - last[0] >= PROGRESS_EVERY:
                 last[0] = now

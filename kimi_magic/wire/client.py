@@ -16,9 +16,10 @@ from urllib.parse import urlparse
 
 from ..core.redact import redact
 from .errors import KimiError, classify, host, is_api_error
+from .events import OnEvent, Reset
 from .files import Batches, Files
 from .loop import LoopThread
-from .reply import Assembler, OnDelta, Reply, dump, reply_from_completion
+from .reply import Assembler, Reply, dump, reply_from_completion
 from .request import wire_body
 from .retry import RetryPolicy
 
@@ -157,12 +158,21 @@ class KimiClient:
         return self._models
 
     # -- chat ---------------------------------------------------------------------------
-    def chat(self, body: dict[str, Any], on_delta: OnDelta | None = None,
+    def chat(self, body: dict[str, Any], on_delta: OnEvent | None = None,
              sleep: Callable[[float], None] = time.sleep) -> Reply:
-        """One chat completion under the retry policy; streams through ``on_delta`` if asked."""
-        return self.retry.run(lambda: self._chat_once(body, on_delta), sleep)
+        """One chat completion under the retry policy; streams events to ``on_delta``."""
+        attempts = 0
 
-    def _chat_once(self, body: dict[str, Any], on_delta: OnDelta | None) -> Reply:
+        def attempt() -> Reply:
+            nonlocal attempts
+            if attempts and on_delta:
+                on_delta(Reset())
+            attempts += 1
+            return self._chat_once(body, on_delta)
+
+        return self.retry.run(attempt, sleep)
+
+    def _chat_once(self, body: dict[str, Any], on_delta: OnEvent | None) -> Reply:
         started = time.perf_counter()
         assembler = Assembler(body["model"], on_delta)
         try:

@@ -7,11 +7,11 @@ Usage sits in ``chunk.usage`` or ``choices[0].usage``; cached tokens at the top 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import KimiError, error_from_entry, short
+from .events import ContentDelta, OnEvent, ReasoningDelta, ToolCallStarted
 
 
 @dataclass
@@ -84,14 +84,10 @@ class Reply:
         return self.message.get("tool_calls") or []
 
 
-#: Receives ("reasoning" | "content" | "tool_call", text) while a reply streams.
-OnDelta = Callable[[str, str], None]
-
-
 class Assembler:
     """Builds a ``Reply`` from stream chunks (sync or async), whatever the server's dialect."""
 
-    def __init__(self, model: str, on_delta: OnDelta | None = None) -> None:
+    def __init__(self, model: str, on_delta: OnEvent | None = None) -> None:
         self.model = model
         self.on_delta = on_delta
         self.content: list[str] = []
@@ -116,9 +112,9 @@ class Assembler:
                 if isinstance(reasoning, str):
                     self.reasoned = True
                     if reasoning:
-                        self._emit("reasoning", reasoning, self.reasoning)
+                        self._emit(ReasoningDelta(reasoning), self.reasoning)
                 if delta.content:
-                    self._emit("content", delta.content, self.content)
+                    self._emit(ContentDelta(delta.content), self.content)
                 for call in delta.tool_calls or ():
                     self._tool_delta(call)
             if choice.finish_reason:
@@ -126,11 +122,11 @@ class Assembler:
         if usage:
             self.usage = usage
 
-    def _emit(self, kind: str, text: str, sink: list[str]) -> None:
+    def _emit(self, event: ReasoningDelta | ContentDelta, sink: list[str]) -> None:
         self.started = True
-        sink.append(text)
+        sink.append(event.text)
         if self.on_delta:
-            self.on_delta(kind, text)
+            self.on_delta(event)
 
     def _tool_delta(self, call: Any) -> None:
         self.started = True
@@ -145,7 +141,7 @@ class Assembler:
             if fn.name:
                 slot["function"]["name"] += fn.name
                 if self.on_delta:
-                    self.on_delta("tool_call", fn.name)
+                    self.on_delta(ToolCallStarted(fn.name))
             if fn.arguments:
                 slot["function"]["arguments"] += fn.arguments
 

@@ -1,0 +1,60 @@
+"""The message shapes Kimi reads: tool results, image parts, ``$web_search``, the assistant
+message as it goes back (reasoning kept, partial prefix joined).
+
+Code outside ``wire`` builds and inspects messages through these functions only.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+#: Kimi's builtin search tool: the server runs it; the client echoes its arguments back.
+WEB_SEARCH = "$web_search"
+WEB_SEARCH_TOOL: dict[str, Any] = {"type": "builtin_function",
+                                   "function": {"name": WEB_SEARCH}}
+
+
+def call_name(call: dict[str, Any]) -> str:
+    """The function name of one of a reply's ``tool_calls``."""
+    return str((call.get("function") or {}).get("name", ""))
+
+
+def is_web_search(call: dict[str, Any]) -> bool:
+    """Whether a tool call (or a tool spec) is Kimi's builtin ``$web_search``."""
+    return call_name(call) == WEB_SEARCH
+
+
+def tool_message(call: dict[str, Any], result: str) -> dict[str, Any]:
+    """The ``tool`` message answering ``call`` with ``result``.
+
+    >>> tool_message({"id": "c1", "function": {"name": "f"}}, "42")["role"]
+    'tool'
+    """
+    return {"role": "tool", "tool_call_id": call.get("id", ""), "name": call_name(call),
+            "content": result}
+
+
+def text_part(text: str) -> dict[str, Any]:
+    """A text part of a multi-part user message."""
+    return {"type": "text", "text": text}
+
+
+def image_part(data: bytes, mime: str) -> dict[str, Any]:
+    """An image part of a user message, inlined as a base64 data URL."""
+    url = f"data:{mime};base64,{base64.b64encode(data).decode()}"
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def assistant_message(message: dict[str, Any], prefix: str | None = None) -> dict[str, Any]:
+    """A reply's message as history keeps it and sends it back.
+
+    ``reasoning_content`` stays verbatim (thinking models want it back with tool calls); in
+    partial mode the reply excludes the prefix, so they are joined, and the ``partial`` flag
+    is never kept.
+    """
+    kept = dict(message)
+    kept.pop("partial", None)
+    if prefix is not None:
+        kept["content"] = prefix + (kept.get("content") or "")
+    return kept
