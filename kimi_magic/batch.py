@@ -22,6 +22,7 @@ from .core.errors import SessionError
 from .core.models import Model
 from .core.session import Session
 from .core.store import Store
+from .core.text import clip
 from .fanout import MapFailure, as_items, choose_model, fill, progress_bar, sub_context
 from .wire.errors import KimiError
 from .wire.reply import Reply, Usage, parse_batch_line
@@ -151,7 +152,7 @@ def submit(session: Session, prompt: str, items: Any, *, model: str | None = Non
     created = client.batches.create(uploaded["id"], metadata={"session": session.name,
                                                             "items": str(len(lines))})
     mapping = {
-        "items": [_short(v) for v in values],
+        "items": [clip(v, 200) for v in values],
         "index": None if index is None else [_plain(k) for k in index],
         "name": getattr(items, "name", None) if index is not None else None,
         "json": bool(opts.json), "prefix": opts.prefix,
@@ -171,9 +172,6 @@ def _custom_id(i: int) -> str:
     return f"item-{i}"
 
 
-def _short(value: Any, n: int = 200) -> str:
-    text = " ".join(str(value).split())
-    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def _plain(value: Any) -> Any:
@@ -261,7 +259,7 @@ def collect(session: Session, batch_id: str | None = None, *, interval: float | 
     _delete_input(session, job, notices)
     job.collected, job.cost, job.failed = time.time(), cost, len(failures)
     if failures:
-        notices.append("Failed lines: " + "; ".join(f"#{f.index} ({_short(f.item, 40)}): "
+        notices.append("Failed lines: " + "; ".join(f"#{f.index} ({clip(f.item, 40)}): "
                                                     f"{str(f)[9:120]}" for f in failures[:5])
                        + (f"; and {len(failures) - 5} more" if len(failures) > 5 else ""))
     return _shape(results, mapping), BatchSummary(job, job.items - len(failures), failures,

@@ -30,6 +30,7 @@ from .core.errors import SessionError
 from .core.interpolate import interpolate
 from .core.models import Model
 from .core.session import Session
+from .core.text import clip
 from .wire.errors import KimiError
 from .wire.reply import Reply, Usage
 from .wire.request import Options, build_request
@@ -360,7 +361,7 @@ def pin_results(session: Session, items: Any, results: Any, name: str) -> Pin:
         raise SessionError(f"{len(item_list)} items but {len(result_list)} results")
     keys = list(results.index) if hasattr(results, "index") and not isinstance(
         results, list) else list(range(len(result_list)))
-    body = "\n\n".join(f"[{k}] {_clip(str(item))}\n→ {_as_text(r)}"
+    body = "\n\n".join(f"[{k}] {clip(item, 300)}\n→ {_as_text(r)}"
                        for k, item, r in zip(keys, item_list, result_list, strict=True))
     source = f"--map results ({len(result_list)} items)"
     pin = Pin(name, "map", source,
@@ -373,8 +374,3 @@ def pin_results(session: Session, items: Any, results: Any, name: str) -> Pin:
 def _as_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False,
                                                            default=str)
-
-
-def _clip(text: str, n: int = 300) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= n else text[: n - 1] + "…"

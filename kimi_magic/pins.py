@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from .core import tokens
 from .core.context import Context, Message, Pin, block
 from .core.errors import SessionError
+from .core.text import clip
 from .wire.messages import image_part, text_part
 
 if TYPE_CHECKING:
@@ -683,4 +684,4 @@ def _one_line(err: BaseException | str) -> str:
     text = " ".join(str(err).split())
     if isinstance(err, BaseException):
         text = f"{type(err).__name__}: {text}" if text else type(err).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
+    return clip(text, 300, marker="...")

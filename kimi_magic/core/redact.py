@@ -12,6 +12,8 @@ import re
 from collections.abc import Iterable, Mapping
 
 HIDDEN = "[hidden]"
+#: What replaces the configured API key in errors and displays.
+KEY_HIDDEN = "[key hidden]"
 
 _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD", re.I)
 #: Shorter values are too likely to occur by chance in ordinary text to be replaced.

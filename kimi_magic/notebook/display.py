@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ..core.text import clip
 from ..core.turn import Turn
 from ..wire.events import (
     ContentDelta,
@@ -145,7 +146,7 @@ class StreamView:
         elif isinstance(event, ToolCallStarted):
             self.tools.append(f"🔧 calling `{event.name}`")
         elif isinstance(event, ToolResult):
-            self.tools.append(f"↳ `{event.name}` → {_clip(event.result, 120)}")
+            self.tools.append(f"↳ `{event.name}` → {clip(event.result, 120)}")
         elif isinstance(event, Reset):
             # A retried tool step or a fresh attempt: start the answer text again.
             self.content.clear()
@@ -256,7 +257,7 @@ def message_summary(text: str, limit: int = 100) -> str:
             for name, kind in _PIN.findall(text)]
     if pins:
         return ", ".join(pins)
-    return _clip(text, limit)
+    return clip(text, limit)
 
 
 def history_bundle(name: str, messages: Iterable[Any]) -> dict[str, str]:
@@ -270,11 +271,6 @@ def history_bundle(name: str, messages: Iterable[Any]) -> dict[str, str]:
         extra += f" [{len(m.tool_calls)} tool calls]" if m.tool_calls else ""
         rows.append([i, m.role, text + extra, f"~{m.tokens:,}"])
     return table_bundle(["#", "role", "content", "tokens"], rows, f"History of {name}")
-
-
-def _clip(text: str, n: int) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def status_line(turn: Turn) -> str:

@@ -15,6 +15,7 @@ from IPython.display import display
 from traitlets import observe
 
 from ..core.errors import SessionError, StoreError
+from ..core.redact import KEY_HIDDEN, redact
 from ..core.session import Session
 from ..core.sessions import Sessions
 from ..core.settings import PRESETS, SETTINGS, SETTINGS_BY_NAME, Settings
@@ -153,8 +154,7 @@ class KimiMagic(Magics, SettingTraits):
                              "as it was before this cell.") from None
 
     def _redact(self, text: str) -> str:
-        key = str(self.api_key or "")
-        return text.replace(key, "[key hidden]") if key else text
+        return redact(text, [str(self.api_key or "")], mark=KEY_HIDDEN)
 
     # -- the dashboard ----------------------------------------------------------------------
     def show_widget(self, session: Session, *, auto: bool = False) -> None:

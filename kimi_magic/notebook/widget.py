@@ -18,6 +18,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from ..core.errors import SessionError, StoreError
+from ..core.redact import KEY_HIDDEN, redact
 from ..core.session import Session
 from ..core.sessions import Sessions
 from ..wire.errors import KimiError
@@ -264,8 +265,7 @@ class Dashboard(widgets.VBox):
         self.status_line.value = message_html(text, kind)
 
     def _redact(self, text: str) -> str:
-        key = self.session.settings.api_key
-        return text.replace(key, "[key hidden]") if key else text
+        return redact(text, [self.session.settings.api_key], mark=KEY_HIDDEN)
 
     # -- operations ---------------------------------------------------------------------------
     def _run(self, op: Callable[[], str], progress: str | None = None) -> None:

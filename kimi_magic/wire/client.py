@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
-from ..core.redact import redact
+from ..core.redact import KEY_HIDDEN, redact
 from .errors import KimiError, classify, host, is_api_error
 from .events import OnEvent, Reset
 from .files import Batches, Files
@@ -24,10 +24,6 @@ from .request import wire_body
 from .retry import RetryPolicy
 
 T = TypeVar("T")
-
-#: What replaces the API key wherever a server echoed it back.
-KEY_HIDDEN = "[key hidden]"
-
 
 def guess_server(base_url: str, owned_by: str = "") -> str:
     """The server kind from its URL, then from ``/v1/models``' ``owned_by``."""
