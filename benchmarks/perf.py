@@ -24,6 +24,7 @@ import openai
 from kimi_magic import Message, Pin, Session, Settings, Store
 from kimi_magic.notebook.display import StreamView, status_line
 from kimi_magic.simulator import Simulator, count_prompt_tokens
+from kimi_magic.wire.events import StreamEvent
 
 PROMPT = "question {i}: which function handles the join, and what does it return?"
 CONTEXTS = {"1k": 1_000, "32k": 32_000, "128k": 128_000, "200k": 200_000}
@@ -179,9 +180,9 @@ def stream_cpu(seconds: float = 6.0, tps: float = 100.0) -> dict[str, Any]:
         display_cpu = [0.0]
         view = StreamView()
 
-        def on_delta(kind: str, text: str) -> None:
+        def on_delta(event: StreamEvent) -> None:
             t = time.thread_time()
-            view(kind, text)
+            view(event)
             display_cpu[0] += time.thread_time() - t
 
         cpu = time.thread_time()

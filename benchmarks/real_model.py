@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kimi_magic import Session, Settings, Store
+from kimi_magic.wire.events import ContentDelta
 
 from . import workload
 
@@ -71,8 +72,8 @@ def facts_retained(rounds: int = len(workload.FACTS), filler_tokens: int = 120,
                   f"I have so far:\n\n{body}\n\nPlease keep this in mind.")
         raw: list[str] = []
         context_tokens = s.tokens()
-        result = s.compress(keep_rounds=0, on_delta=lambda kind, text: raw.append(text)
-                            if kind == "content" else None)
+        result = s.compress(keep_rounds=0, on_delta=lambda event: raw.append(event.text)
+                            if isinstance(event, ContentDelta) else None)
         raw_text = "".join(raw)
         summary = s.context.summary.text if s.context.summary else ""
         planted = [value for _, value, _ in workload.FACTS[:rounds]]
