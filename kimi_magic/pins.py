@@ -543,8 +543,14 @@ def _image(data: bytes, what: str) -> _Image:
     try:
         img = Image.open(io.BytesIO(data))
         img.load()
-    except (UnidentifiedImageError, OSError) as err:
-        raise SessionError(f"cannot read the {what} as an image: {_one_line(err)}") from None
+    except UnidentifiedImageError:
+        # Pillow's own message names the in-memory buffer, not anything the user knows.
+        raise SessionError(f"cannot read the {what} as an image: its {len(data):,} bytes "
+                           "are not in a format Pillow reads (PNG, JPEG, GIF, WebP, BMP, "
+                           "TIFF...)") from None
+    except OSError as err:
+        raise SessionError(f"cannot read the {what} as an image ({len(data):,} bytes): "
+                           f"{_one_line(err)}") from None
     fmt = (img.format or "PNG").upper()
     size = img.size
     if max(size) <= IMAGE_MAX_SIDE and fmt in ("PNG", "JPEG"):

@@ -7,11 +7,13 @@ import statistics
 import time
 
 import httpx2
+import pytest
 from IPython.utils.capture import capture_output
 
-from kimi_magic import Options
+from kimi_magic import KimiError, Options, Session, SessionError, Settings, Store
 from kimi_magic import tools as tool_module
 from kimi_magic.core.models import resolve
+from kimi_magic.pins import pin
 from kimi_magic.tools import for_session, tool
 from kimi_magic.wire.client import KimiClient
 from kimi_magic.wire.events import ContentDelta, ToolCallStarted, ToolResult
@@ -105,3 +107,50 @@ def test_the_stream_view_shows_the_tool_call_and_its_result(ipython, sim):
         tool_module.registry.clear()
     shown = "".join(o.data.get("text/markdown", "") for o in out.outputs)
     assert "calling `shelf_count`" in shown and "↳ `shelf_count` → 14" in shown
+
+
+# -- hints that say what is actually wrong ---------------------------------------------------------
+
+def test_a_base_url_without_v1_is_named_as_the_problem(sim, store_path):
+    bare = sim.url.removesuffix("/v1")
+    s = Session("t", Settings(base_url=bare, api_key=KEY, retry_base=0.01),
+                store=Store(store_path))
+    with pytest.raises(KimiError) as info:
+        s.ask("Hello?")
+    line = str(info.value)
+    assert info.value.kind == "not_found" and "\n" not in line
+    assert f"{bare} probably lacks /v1" in line and f"'{bare}/v1'" in line
+    assert "retired" not in line
+    assert s.context.history == () and s.store.turns("t") == []
+
+
+def test_a_model_the_server_does_not_serve_lists_the_ones_it_does(session, sim):
+    sim.configure(models=["kimi-k2.6", "kimi-k2.5"])
+    with pytest.raises(KimiError) as info:
+        session.ask("Hello?", model="kimi-k3")
+    line = str(info.value)
+    assert info.value.kind == "not_found" and info.value.status == 404
+    assert "does not serve 'kimi-k3'" in line and "kimi-k2.5, kimi-k2.6" in line
+    assert chats(sim)[-1]["body"]["model"] == "kimi-k3", "the server was asked"
+
+
+def test_a_prompt_bigger_than_the_window_on_an_empty_history_says_so(session, sim):
+    window = session.model().context_length
+    huge = "lorem ipsum dolor sit amet " * (window // 2)
+    with pytest.raises(KimiError) as info:
+        session.ask(huge)
+    line = str(info.value)
+    assert info.value.kind == "token_limit"
+    assert "no history for %kimi compress to shrink" in line
+    assert f"{window:,}-token window" in line and "Run %kimi compress" not in line
+    assert session.context.history == () and session.store.turns("t") == []
+
+
+def test_a_file_that_is_not_an_image_says_which_file(session, tmp_path):
+    (tmp_path / "photo.png").write_bytes(b"this is not a picture at all")
+    with pytest.raises(SessionError) as info:
+        pin(session, "photo.png", {}, cwd=str(tmp_path))
+    line = str(info.value)
+    assert "image file photo.png" in line and "28 bytes" in line and "PNG, JPEG" in line
+    assert "BytesIO" not in line and " at 0x" not in line
+    assert session.context.pins == (), "nothing was pinned"

@@ -228,6 +228,13 @@ class Ask:
         try:
             return c.client.chat(body, self.on_delta)
         except KimiError as err:
+            if err.kind == "token_limit" and not base.history:
+                # Compressing cannot help: say what can.
+                err.advice = (f"There is no history for %kimi compress to shrink: the prompt, "
+                              f"system prompt and pins alone exceed {model.id}'s "
+                              f"{model.context_length:,}-token window. Shorten or split the "
+                              "prompt, unpin large pins, or pick a model with a larger window.")
+                err.refresh()
             if err.kind != "token_limit" or c.settings.compact_mode == "off" or len(new) > 1:
                 raise
             if not base.history or base is not c.context:

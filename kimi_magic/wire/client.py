@@ -9,12 +9,14 @@ self-hosted OpenAI-compatible servers (vLLM, SGLang, llama.cpp) and the simulato
 from __future__ import annotations
 
 import concurrent.futures
+import re
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from ..core.redact import KEY_HIDDEN, redact
+from ..core.text import clip
 from .errors import KimiError, classify, host, is_api_error
 from .events import OnEvent, Reset
 from .files import Batches, Files
@@ -24,6 +26,9 @@ from .request import wire_body
 from .retry import RetryPolicy
 
 T = TypeVar("T")
+
+#: A base URL path that ends in an API version (``/v1``, ``/api/v3``).
+_VERSIONED = re.compile(r"/v\d+$")
 
 def guess_server(base_url: str, owned_by: str = "") -> str:
     """The server kind from its URL, then from ``/v1/models``' ``owned_by``."""
@@ -190,9 +195,28 @@ class KimiClient:
                 # unreachable server (and not retried: part of it was already shown).
                 err = KimiError("stream_cut", f"{host(self.base_url)} closed the "
                                 "connection in the middle of the reply")
+            if err.kind == "not_found":
+                self._explain_not_found(err, body["model"])
             err.partial = err.partial or assembler.partial_text
             err.streamed = assembler.started
             raise err from None
+
+    def _explain_not_found(self, err: KimiError, model_id: str) -> None:
+        # A chat 404 is either a base URL without its API version (every path is unknown)
+        # or a model this server does not serve; the generic "retired model" advice fits
+        # neither well.
+        if not _VERSIONED.search(urlparse(self.base_url).path):
+            err.advice = (f"The base URL {self.base_url} probably lacks /v1: try "
+                          f"%config KimiMagic.base_url = '{self.base_url}/v1'.")
+        else:
+            try:
+                served = sorted(self.models(refresh=True))
+            except KimiError:
+                served = []
+            if served and model_id not in served:
+                err.advice = clip(f"This server does not serve {model_id!r}; it serves: "
+                                  f"{', '.join(served)}.", 400)
+        err.refresh()
 
     async def achat(self, body: dict[str, Any],
                     before_attempt: Callable[[], Awaitable[None]] | None = None) -> Reply:
