@@ -20,6 +20,7 @@ from kimi_magic.notebook.display import (
     dollars,
     table_bundle,
 )
+from kimi_magic.wire.events import ContentDelta, ReasoningDelta
 
 SHIELD = f'<span class="{NO_MATH}">\\$</span>'
 
@@ -70,8 +71,8 @@ def test_text_columns_are_left_aligned_and_number_columns_right_aligned():
 
 def test_reasoning_reads_as_secondary_prose():
     view = StreamView(display=lambda *a, **k: None)
-    view("reasoning", "First compare $5 with <b>unbroken_long_words</b>.\n\nThen answer.")
-    view("content", "Done.")
+    view(ReasoningDelta("First compare $5 with <b>unbroken_long_words</b>.\n\nThen answer."))
+    view(ContentDelta("Done."))
     md = view.bundle()["text/markdown"]
     pre = re.search(r'<pre class="kimi-reasoning [^"]*" style="([^"]*)">([^<]*)</pre>', md)
     style, body = pre[1], pre[2]
