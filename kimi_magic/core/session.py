@@ -31,6 +31,7 @@ from ..wire.client import KimiClient
 from ..wire.errors import KimiError
 from ..wire.events import OnEvent
 from ..wire.request import Options
+from . import branching
 from .accounting import Accounting
 from .choice import ModelChoice
 from .compaction import Compaction, CompressResult
@@ -276,6 +277,30 @@ class Session:
     def rollback(self, target: int | str | None = None) -> Snapshot:
         """Restore the context of a snapshot (default: the latest); itself undoable."""
         return self.tree.rollback(target)
+
+    # -- branching ----------------------------------------------------------------------------
+    def fork(self, name: str, snapshot: int | str | None = None) -> Session:
+        """A new stored session ``name`` starting from this context (or a snapshot's); this
+        session is untouched and the fork shares its stored messages."""
+        with self.lock:
+            ctx = self.context if snapshot is None else self.tree.find(snapshot).context
+            branching.fork(self, name, ctx)
+        return Session(name, self.settings, store=self.store, client=self.connection,
+                       client_provider=self.client_provider, clock=self.clock)
+
+    def round(self, n: int) -> list[Message]:
+        """Round ``n`` of the history (1-based), every message in full."""
+        return branching.round_at(self.context, n)
+
+    def drop(self, n: int) -> list[Message]:
+        """Remove round ``n`` (1-based): snapshotted first so rollback undoes it, and archived
+        so recall finds it. Returns the dropped round."""
+        return branching.drop(self, n)
+
+    def diff(self, a: str, b: str) -> branching.Diff:
+        """Compare two snapshots of this session or stored sessions (by id, label or name)."""
+        return branching.diff(branching.side(self, a, self.tree.find),
+                              branching.side(self, b, self.tree.find))
 
     def recall(self, query: str, limit: int = 5, *, pin: bool = False) -> list[dict[str, Any]]:
         """Archived rounds (compressed, truncated or replaced away) that best match ``query``."""

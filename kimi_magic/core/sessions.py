@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
 from ..wire.client import KimiClient
-from .errors import SessionError
+from .branching import check_name
 from .session import Session, connect
 from .settings import Settings
 from .store import Store
-
-_NAME = re.compile(r"^[\w.\-]{1,64}$")
 
 
 class Sessions:
@@ -43,9 +40,7 @@ class Sessions:
 
     def get(self, name: str | None = None) -> Session:
         """The named session (default: the current one), opened or resumed on first use."""
-        name = name or self.current_name
-        if not _NAME.match(name):
-            raise SessionError(f"invalid session name {name!r}: use letters, digits, . _ -")
+        name = check_name(name or self.current_name)
         if name not in self.open:
             session = Session(name, self.settings, store=self.store,
                               client_provider=self.client)
@@ -62,6 +57,11 @@ class Sessions:
         session = self.get(name)
         self.current_name = name
         return session
+
+    def fork(self, name: str, snapshot: int | str | None = None) -> Session:
+        """Fork the current session (or one of its snapshots) into ``name`` and switch to it."""
+        self.current.fork(name, snapshot)
+        return self.use(name)
 
     def client(self) -> KimiClient:
         """One HTTP client (one connection pool) for every session of the kernel."""

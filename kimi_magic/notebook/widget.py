@@ -87,6 +87,8 @@ class Dashboard(widgets.VBox):
         # rows it touches, not a rebuild of the whole list.
         self._snap_rows: dict[int, tuple[Any, widgets.HBox]] = {}
         self._pin_rows: dict[str, tuple[Any, widgets.HBox]] = {}
+        #: One layout shared by every snapshot row's text (rows are many; the layout is one).
+        self._cell_layout = row_cell_layout()
 
         self.selector = widgets.Dropdown(description="session",
                                          layout=widgets.Layout(width="auto", max_width="100%"))
@@ -230,7 +232,8 @@ class Dashboard(widgets.VBox):
     def _render_snapshots(self) -> None:
         s = self.session
         _update_rows(self.snapshot_rows, self._snap_rows,
-                     _snapshot_entries(s, self._show_all, self._rollback))
+                     _snapshot_entries(s, self._show_all, self._rollback, self._fork),
+                     self._cell_layout)
         self.more_button.layout.display = "" if len(s.snapshots) > RECENT else "none"
         self.more_button.description = ("Show recent only" if self._show_all
                                         else f"Show all {len(s.snapshots)}")
@@ -332,6 +335,20 @@ class Dashboard(widgets.VBox):
 
         self._run(op)
 
+    def _fork(self, target: int) -> None:
+        source = self.session
+
+        def op() -> str:
+            name = self.label.value.strip() or fork_name(source, self.sessions)
+            source.fork(name, target)
+            self.label.value = ""
+            self._bind(self.sessions.get(name))
+            return (f"Forked snapshot #{target} of {source.name!r} into session {name!r}, "
+                    f"shown here; {source.name!r} is unchanged. %kimi use {name} makes cells "
+                    "use it.")
+
+        self._run(op)
+
     def _ask_reset(self) -> None:
         self._confirming = True
         self._render_buttons()
@@ -357,6 +374,15 @@ class Dashboard(widgets.VBox):
         self._run(lambda: f"Unpinned {', '.join(self.session.unpin(name))}.")
 
 
+def fork_name(session: Session, sessions: Sessions) -> str:
+    """A free name for a fork of ``session``: NAME-fork1, NAME-fork2, ..."""
+    taken = {s["name"] for s in sessions.store.sessions()} | set(sessions.open)
+    n = 1
+    while f"{session.name[:50]}-fork{n}" in taken:
+        n += 1
+    return f"{session.name[:50]}-fork{n}"
+
+
 def nothing_to_compress(session: Session) -> str:
     """Why Compress would do nothing now ("" when it would not)."""
     rounds, keep = len(session.context.rounds), session.settings.keep_rounds
@@ -366,8 +392,8 @@ def nothing_to_compress(session: Session) -> str:
             "are always kept")
 
 
-def _snapshot_entries(s: Session, show_all: bool,
-                      rollback: Callable[[int], None]) -> list[tuple[Any, ...]]:
+def _snapshot_entries(s: Session, show_all: bool, rollback: Callable[[int], None],
+                      fork: Callable[[int], None]) -> list[tuple[Any, ...]]:
     """The snapshot rows to show, newest first (the one you want is on top)."""
     entries = []
     for snap in reversed(s.snapshots if show_all else s.snapshots[-RECENT:]):
@@ -376,7 +402,10 @@ def _snapshot_entries(s: Session, show_all: bool,
         entries.append((snap.id, (snap.label, snap.rounds, snap.tokens, here),
                         lambda snap=snap, here=here: snapshot_row(snap, here),
                         lambda sid=snap.id: rollback(sid), "Rollback", "kimi-rollback-to",
-                        f"Restore snapshot #{snap.id}"))
+                        f"Restore snapshot #{snap.id}",
+                        ((lambda sid=snap.id: fork(sid), "Fork", "kimi-fork-from",
+                          f"Start a new session from snapshot #{snap.id} (named by the label "
+                          "box, or automatically); this one stays as it is"),)))
     return entries
 
 
@@ -626,20 +655,31 @@ def _box(**layout: str) -> widgets.Layout:
 
 def _update_rows(box: widgets.VBox, cache: dict[Any, tuple[Any, widgets.HBox]],
                  shown: list[tuple[Any, Any, Callable[[], str], Callable[[], None], str, str,
-                                   str]]) -> None:
+                                   str]],
+                 cell_layout: widgets.Layout | None = None) -> None:
     """Show ``shown`` rows in ``box``, reusing the row of every key already on screen.
 
-    Each entry is ``(key, state, html, on_click, label, css, tip)``: a row is created only for
+    Each entry is ``(key, state, html, on_click, label, css, tip)``, optionally followed by
+    more buttons as ``((on_click, label, css, tip), ...)``; rows' texts share ``cell_layout``
+    when one is given: a row is created only for
     a new key, its HTML rewritten only when its state changed, and rows no longer shown are
     closed. The box's children are reassigned only when the list of rows changed.
     """
     rows = []
-    for key, state, make_html, on_click, label, css, tip in shown:
+    for key, state, make_html, on_click, label, css, tip, *more in shown:
         entry = cache.get(key)
         if entry is None:
-            button = _button(label, css, tip)
-            button.on_click(lambda _, call=on_click: call())
-            entry = (state, _row_box(make_html(), button))
+            buttons = [_button(label, css, tip)]
+            buttons[0].on_click(lambda _, call=on_click: call())
+            for call, text, style, hint in more[0] if more else ():
+                # A row's buttons share one layout and style: a row costs as few widgets
+                # (front-end models) with two buttons as it did with one.
+                extra = widgets.Button(description=text, tooltip=hint,
+                                       layout=buttons[0].layout, style=buttons[0].style)
+                extra.add_class(style)
+                extra.on_click(lambda _, call=call: call())
+                buttons.append(extra)
+            entry = (state, _row_box(make_html(), *buttons, cell_layout=cell_layout))
         elif entry[0] != state:
             entry[1].children[0].value = make_html()
             entry = (state, entry[1])
@@ -652,11 +692,16 @@ def _update_rows(box: widgets.VBox, cache: dict[Any, tuple[Any, widgets.HBox]],
     _close_all(gone)
 
 
-def _row_box(text: str, button: widgets.Button) -> widgets.HBox:
-    """One list row: the text takes the room, the button stays at the right end."""
-    cells = widgets.HTML(text, layout=widgets.Layout(flex="1 1 auto", width="auto",
-                                                     min_width="0", margin="0"))
-    return widgets.HBox([cells, button], layout=widgets.Layout(
+def row_cell_layout() -> widgets.Layout:
+    """The layout of a row's text: it takes the room the buttons leave."""
+    return widgets.Layout(flex="1 1 auto", width="auto", min_width="0", margin="0")
+
+
+def _row_box(text: str, *buttons: widgets.Button,
+             cell_layout: widgets.Layout | None = None) -> widgets.HBox:
+    """One list row: the text takes the room, the buttons stay at the right end."""
+    cells = widgets.HTML(text, layout=cell_layout or row_cell_layout())
+    return widgets.HBox([cells, *buttons], layout=widgets.Layout(
         flex_flow="row nowrap", align_items="center", max_width="100%", padding="1px 0",
         border_bottom=f"1px solid {BORDER}"))
 

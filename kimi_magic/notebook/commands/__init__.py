@@ -7,7 +7,7 @@ from typing import Any
 
 from IPython.core.error import UsageError
 
-from . import batches, context, info, pins, sessions, tools  # noqa: F401  (they register)
+from . import batches, branching, context, info, pins, sessions, tools  # noqa: F401 (register)
 from .registry import COMMANDS, ordered
 
 __all__ = ["COMMANDS", "dispatch", "line_help"]

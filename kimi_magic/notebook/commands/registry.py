@@ -163,7 +163,7 @@ class Command:
 COMMANDS: dict[str, Command] = {}
 
 #: The order ``%kimi help`` lists the groups (modules) in.
-GROUPS = ("info", "context", "pins", "sessions", "tools", "batches")
+GROUPS = ("info", "context", "branching", "pins", "sessions", "tools", "batches")
 
 
 def ordered() -> list[Command]:
