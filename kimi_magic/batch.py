@@ -140,11 +140,14 @@ def submit(session: Session, prompt: str, items: Any, *, model: str | None = Non
     full = session.request_options(opts, chosen)
     server = session.client.detect_server()
     lines = []
+    sizes = []
     for i, text in enumerate(prompts):
         user = Message.of("user", text)
-        body = wire_body(build_request(chosen, [*prefix, user.data], full,
-                                       sub.tokens + user.tokens, server))
+        sizes.append(sub.tokens + user.tokens)
+        body = wire_body(build_request(chosen, [*prefix, user.data], full, sizes[-1], server))
         lines.append(batch_line(_custom_id(i), body))
+    session.guard.check_many("--batch", chosen, [session.accounting.estimate(n) for n in sizes],
+                             full, batch=True)
     data = ("\n".join(lines) + "\n").encode()
     client = session.client
     uploaded = client.files.upload(data, f"kimi_magic-{session.name}-{len(lines)}.jsonl",

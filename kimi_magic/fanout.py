@@ -235,6 +235,9 @@ class Fanout:
             self._sent.append(sub.tokens + user.tokens)
             out.append(build_request(self.model, [*prefix, user.data], opts, self._sent[-1],
                                      server))
+        # The whole fan-out is checked before its first request, not item by item.
+        session.guard.check_many("--map", self.model,
+                                 [session.accounting.estimate(n) for n in self._sent], opts)
         return out
 
     def run(self) -> Any:

@@ -42,25 +42,41 @@ class ModelChoice:
     """
 
     def __init__(self, settings: Settings, server_models: Callable[[], Mapping[str, Any]],
-                 can_ask: Callable[[], bool]) -> None:
+                 can_ask: Callable[[], bool],
+                 context_tokens: Callable[[], int] = lambda: 0) -> None:
         self.settings = settings
         self.server_models = server_models
         self.can_ask = can_ask
+        #: Tokens the context holds now: what ``auto`` must fit when no prompt is known.
+        self.context_tokens = context_tokens
 
     def model(self, model_id: str | None = None) -> Model:
-        """The effective ``Model`` (table, server's ``/v1/models``, overrides)."""
+        """The effective ``Model`` (table, server's ``/v1/models``, overrides).
+
+        ``auto`` is the model it would pick now, for the context as it stands: windows,
+        thresholds, pin budgets, prices and compress calls then follow that model.
+        """
         model_id = model_id or self.settings.model
-        server: Mapping[str, Any] = {}
-        if self.can_ask():
-            try:
-                server = self.server_models()
-            except KimiError:
-                server = {}
-        return model_table.resolve(model_id, server, self.settings.model_overrides)
+        if model_id == "auto":
+            return self.pick(self.context_tokens(), self.auto_output())[0]
+        return model_table.resolve(model_id, self._server(), self.settings.model_overrides)
+
+    def _server(self) -> Mapping[str, Any]:
+        if not self.can_ask():
+            return {}
+        try:
+            return self.server_models()
+        except KimiError:
+            return {}
+
+    def auto_output(self, opts: Options | None = None) -> int:
+        """Output room ``auto`` plans for: the cap the request will carry."""
+        return ((opts.max_completion_tokens if opts else None)
+                or self.settings.max_completion_tokens or AUTO_OUTPUT_TOKENS)
 
     def pick(self, need: int, out: int) -> tuple[Model, str]:
         """What ``auto`` means for ``need`` prompt tokens and ``out`` output: model and why."""
-        available = set(self.server_models()) or set(model_table.MODELS)
+        available = set(self._server()) or set(model_table.MODELS)
         candidates = sorted(
             (self.model(m) for m in model_table.MODELS if m in available),
             key=lambda m: (m.cache_miss or 0, m.output or 0))
@@ -77,7 +93,7 @@ class ModelChoice:
         """The model for a request of ``need`` tokens, or a one-line ``SessionError``."""
         requested = requested or self.settings.model
         if requested == "auto":
-            model, why = self.pick(need, opts.max_completion_tokens or AUTO_OUTPUT_TOKENS)
+            model, why = self.pick(need, self.auto_output(opts))
             notices.append(why)
         elif model_table.is_retired(requested):
             raise SessionError(f"model {requested!r} is retired (Moonshot answers 404); "

@@ -18,6 +18,7 @@ from . import tokens
 from .context import Context, Message, Snapshot
 from .conversation import Conversation
 from .errors import SessionError
+from .guard import CostRefused, worst_cost
 from .models import Model
 
 
@@ -56,7 +57,11 @@ class Compaction:
         threshold = c.settings.threshold(model.context_length)
         if c.settings.compact_mode == "off" or c.tokens() < threshold:
             return None
-        return self.compact(model, reason=f"context passed {threshold:,} tokens")
+        try:
+            return self.compact(model, reason=f"context passed {threshold:,} tokens")
+        except CostRefused as err:
+            # The turn is recorded; only the compress call was refused: say so, keep all.
+            return f"Auto-compress not run: {err}"
 
     def fit(self, base: Context, user: Message, model: Model, opts: Options,
             notices: list[str]) -> Context:
@@ -71,7 +76,9 @@ class Compaction:
             return base
         notices.append(f"The context (~{need:,} tokens) would not fit {model.id}'s window "
                        f"with room to answer; compacting first.")
-        self.compact(model, reason="before sending: would not fit")
+        # What compaction did (and whether it fell back to truncating) is part of the turn's
+        # story: the user must see it, not just that it started.
+        notices.append(self.compact(model, reason="before sending: would not fit"))
         return c.context
 
     def rounds_to_keep(self, rs: list[list[Message]], threshold: int) -> int:
@@ -106,11 +113,14 @@ class Compaction:
             else:
                 try:
                     result = self.compress(keep, model=model.id, auto=True)
+                except CostRefused:
+                    raise
                 except (KimiError, SessionError) as err:
-                    c.snapshot("auto: before truncate (compress failed)", auto=True)
-                    self.truncate(keep)
-                    line = (f"Auto-compress failed ({err}); truncated instead: {before:,} → "
-                            f"{c.tokens():,} tokens.")
+                    snap = c.snapshot("auto: before truncate (compress failed)", auto=True)
+                    dropped = self.truncate(keep)
+                    line = (f"Auto-compress failed ({err}); truncated {dropped} rounds instead: "
+                            f"{before:,} → {c.tokens():,} tokens; %kimi rollback {snap.id} "
+                            f"restores them (snapshot #{snap.id}).")
                 else:
                     line = f"Auto-compacted ({reason}). " + result.line()
             c.events.notify("notice", line)
@@ -176,6 +186,16 @@ class Compaction:
                 # The whole context plus a summary would not fit: send just what it replaces.
                 messages = compression.standalone(source, target)
                 sent = sum(tokens.count_message(m) for m in messages)
+                need = c.accounting.estimate(sent)
+                if need + cap > chosen.context_length:
+                    # Even that is too big for this model (a context an earlier turn grew on
+                    # a larger window): summarise on the cheapest model whose window fits,
+                    # rather than fail and lose the rounds to truncation.
+                    bigger, _why = c.choice.pick(need, cap)
+                    if need + cap <= bigger.context_length:
+                        chosen = bigger
+            worst = worst_cost(chosen, c.accounting.estimate(sent), cap)
+            c.guard.check("compress", chosen, worst, f"{len(old)} rounds")
             opts = Options(think=False if chosen.thinking == "default" else None,
                            max_completion_tokens=cap)
             body = build_request(chosen, messages, opts, sent, c.client.detect_server())

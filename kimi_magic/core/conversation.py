@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .accounting import Accounting
     from .choice import ModelChoice
     from .events import Events
+    from .guard import Guard
 
 
 class Conversation(Protocol):
@@ -35,6 +36,7 @@ class Conversation(Protocol):
     accounting: Accounting
     choice: ModelChoice
     events: Events
+    guard: Guard
     last_call: float | None
     refresh_pins: Callable[[Context], tuple[Context, list[str]]] | None
 

@@ -38,6 +38,7 @@ from .compaction import Compaction, CompressResult
 from .context import Context, Message, Pin, Snapshot, block
 from .errors import SessionError
 from .events import Events, Observer
+from .guard import Estimate, Guard
 from .models import CACHE_TTL_LONG_SECONDS, CACHE_TTL_SECONDS, Model
 from .notebook_context import with_note
 from .settings import Settings
@@ -73,9 +74,11 @@ class Session:
         self.accounting = Accounting(self.settings, clock=clock)
         self.choice = ModelChoice(self.settings, lambda: self.client.models(),
                                   lambda: self.connection is not None
-                                  or bool(self.settings.api_key))
+                                  or bool(self.settings.api_key),
+                                  lambda: self.tokens())
         self.compaction = Compaction(self)
         self.tree = SnapshotTree(self)
+        self.guard = Guard(self)
         self.last_call: float | None = None
         loaded = self.store.load_session(name)
         if loaded:
@@ -181,8 +184,15 @@ class Session:
         calls = self.accounting.summary()
         held = self.tokens()
         left = self.cache_seconds_left()
+        spent = calls["cost_total"]
         return {
             "session": self.name, "model": model.id, "window": window,
+            "requested": self.settings.model,
+            "model_label": (f"auto → {model.id}" if self.settings.model == "auto"
+                            else model.id),
+            "budget": self.settings.budget_usd, "max_call": self.settings.max_call_usd,
+            "budget_left": (None if self.settings.budget_usd is None
+                            else self.settings.budget_usd - spent),
             "window_source": "server" if model.context_from_server else "table",
             "tokens": held, "exact": self.tokens_exact, "layers": self.layers(),
             "fill": held / window if window else 0.0,
@@ -203,23 +213,34 @@ class Session:
         """Dollars spent, by model, and the number of recorded calls."""
         return self.accounting.totals()
 
+    def estimate(self, prompt: str = "", *, model: str | None = None,
+                 options: Options | None = None, note: str = "") -> Estimate:
+        """What ``ask(prompt)`` would send and cost now, by layer, warm and cold; nothing sent.
+
+        With no prompt: the next turn's context alone. ``model`` may be ``auto`` (resolved).
+        """
+        with self.lock:
+            return self.guard.estimate(prompt, model=model, options=options, note=note)
+
     # -- asking -------------------------------------------------------------------------------
     def ask(self, prompt: str | list[dict[str, Any]], *, model: str | None = None,
             options: Options | None = None, once: bool = False, cell_id: str | None = None,
             on_delta: OnEvent | None = None,
-            tools: Tools | None = None, note: str = "") -> Turn:
+            tools: Tools | None = None, note: str = "",
+            max_cost: float | None = None) -> Turn:
         """Send ``prompt`` with the whole context and record the turn (unless ``once``).
 
         A failed call records nothing: the context is exactly as before. With ``cell_id``,
         a turn that came from the same notebook cell is replaced rather than duplicated.
         ``note`` (what ran in the notebook since the last turn) goes in front of the prompt,
-        inside the new user message, so the cached prefix is unchanged.
+        inside the new user message, so the cached prefix is unchanged. ``max_cost`` raises
+        the per-call limit (``settings.max_call_usd``) for this turn and its compaction.
         """
         if note and not (isinstance(prompt, str) and not prompt.strip()):
             prompt = with_note(prompt, note)
         turn = Ask(self, self.compaction, prompt, model=model, options=options, once=once,
                    cell_id=cell_id, on_delta=on_delta, tools=tools)
-        with self.lock:
+        with self.lock, self.guard.allowing(max_cost):
             return turn.run()
 
     def choose_model(self, requested: str | None, base: Context, prompt: str,
@@ -263,9 +284,11 @@ class Session:
 
     def compress(self, keep_rounds: int | None = None, *, model: str | None = None,
                  on_delta: OnEvent | None = None,
-                 auto: bool = False) -> CompressResult:
+                 auto: bool = False, max_cost: float | None = None) -> CompressResult:
         """Summarise all but the last ``keep_rounds`` rounds, then restore lost facts."""
-        return self.compaction.compress(keep_rounds, model=model, on_delta=on_delta, auto=auto)
+        with self.guard.allowing(max_cost):
+            return self.compaction.compress(keep_rounds, model=model, on_delta=on_delta,
+                                            auto=auto)
 
     def snapshot(self, label: str | None = None, *, auto: bool = False) -> Snapshot:
         """Save the current context; O(1): the snapshot shares its immutable messages."""

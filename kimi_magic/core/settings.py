@@ -212,6 +212,13 @@ class Settings:
         1, "--map requests in flight at once (tier-0 accounts: 1).", at_least=1)
     map_rpm: int = setting(
         3, "--map requests started per 60 s (tier 0: 3; 0: no limit).", at_least=0)
+    max_call_usd: float | None = setting(
+        1.0, "Refuse a call whose worst case (input at the cache-miss price + the output cap) "
+        "costs more than this many dollars (None: no limit; --max-cost USD allows one cell).",
+        at_least=0)
+    budget_usd: float | None = setting(
+        None, "Session budget in dollars: a call that could take the session's spending past "
+        "it is refused (None: no budget).", at_least=0)
     batch_poll_seconds: float = setting(
         30.0, "Seconds between Batch API polls (--batch).", at_least=0)
 

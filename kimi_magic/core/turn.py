@@ -22,6 +22,7 @@ from .compaction import Compaction
 from .context import Context, Message
 from .conversation import Conversation
 from .errors import SessionError
+from .guard import output_cap, worst_cost
 from .models import Model
 
 
@@ -105,6 +106,10 @@ class Ask:
         chosen = c.choice.choose(self.requested, c.accounting.estimate(base.tokens + user.tokens),
                                  self.options, self.notices)
         self.options = c.choice.thinking(chosen, self.options, self.notices)
+        sent = c.accounting.estimate(base.tokens + user.tokens)
+        cap = output_cap(chosen, c.choice.options(self.options, chosen), sent)
+        c.guard.check("this turn", chosen, worst_cost(chosen, sent, cap),
+                      f"~{sent:,} tokens in, up to {cap:,} out")
         base = self.compaction.fit(base, user, chosen, self.options, self.notices)
         ex = self.converse(chosen, base, user)
         turn = Turn(text=ex.new[-1].text, reasoning=ex.new[-1].reasoning, model=chosen.id,

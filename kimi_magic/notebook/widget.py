@@ -445,7 +445,8 @@ def _header(st: dict[str, Any]) -> str:
     return (f'<div style="display:flex;flex-wrap:wrap;gap:4px 12px;align-items:baseline;'
             f'margin-bottom:6px"><span style="font-weight:600;font-size:var(--jp-ui-font-size2,'
             f'15px)">Kimi · {html.escape(st["session"])}</span>'
-            f'<span style="color:{FONT2}">{html.escape(st["model"])} · window '
+            f'<span style="color:{FONT2}">{html.escape(st.get("model_label", st["model"]))}'
+            f' · window '
             f'{st["window"]:,} (from the {st["window_source"]})</span></div>')
 
 
@@ -507,7 +508,10 @@ def _cards(st: dict[str, Any]) -> str:
     total = price(st["cost_total"]) if st["priced"] or st["cost_total"] else "unpriced"
     cards = [
         ("Cost", f'<span class="kimi-cost-total" data-cost="{st["cost_total"]:.6f}">{total}'
-                 f"</span> total", f"last call {last}"),
+                 f"</span> total", f"last call {last}" + (
+                     f' · <span class="kimi-budget">budget {price(st["budget"])}, '
+                     f'{price(max(st["budget_left"], 0.0))} left</span>'
+                     if st.get("budget") is not None else "")),
         ("Prompt cache", f'<span class="kimi-hit-rate">{st["cache_hit_rate"]:.0%}</span> '
                          "hit rate", cache_countdown(st)),
         ("Next turn input", f"{price(st['next_turn_warm'])} warm",

@@ -58,6 +58,10 @@ CELL = Grammar("%%kimi", [
         "price)."),
     arg("--pin-results", dest="pin_results", metavar="NAME", help="With --map: pin the "
         "results into the session under this name."),
+    arg("--dry-run", action="store_true", dest="dry_run", help="Show what the cell would "
+        "send and cost (model, tokens by layer, cache, compaction) without sending it."),
+    arg("--max-cost", type=float, dest="max_cost", metavar="USD", help="Allow this cell's "
+        "calls to cost up to USD each (default: KimiMagic.max_call_usd)."),
     arg("--no-interpolate", action="store_true", dest="no_interpolate",
         help="Send {name} literally instead of substituting variables."),
 ], inspect.cleandoc("""
@@ -101,12 +105,20 @@ def run(magic: Any, args: Any, cell: str) -> Any:
         raise SessionError("--yes approves --agent's code runs: use it with --agent")
     if args.agent and args.map_var:
         raise SessionError("--agent cannot be combined with --map")
+    if args.max_cost is not None and args.max_cost < 0:
+        raise SessionError("--max-cost must be 0 or more (dollars)")
+    if args.dry_run and args.map_var:
+        raise SessionError("--dry-run shows one turn; a --map fan-out is checked whole "
+                           "against the cost guard before its first request")
     # A cell's --session is for that cell: only %kimi use changes the current session.
     session = magic.sessions.get(args.session) if args.session else magic.session
+    if args.dry_run:
+        return _dry_run(magic, session, prompt, args)
     if args.map_var:
         from . import mapping
 
-        return mapping.run_magic(magic, session, args, prompt)
+        with session.guard.allowing(args.max_cost):
+            return mapping.run_magic(magic, session, args, prompt)
     from .pins import pin_and_say
 
     for target in args.pin:
@@ -132,7 +144,8 @@ def run(magic: Any, args: Any, cell: str) -> Any:
                                 [session.settings.api_key])
     try:
         turn = session.ask(prompt, model=args.model, options=opts, once=args.once,
-                           cell_id=cell_id(magic.shell), on_delta=view, tools=tools, note=note)
+                           cell_id=cell_id(magic.shell), on_delta=view, tools=tools, note=note,
+                           max_cost=args.max_cost)
     except KimiError as err:
         # Mark whatever was shown (answer, reasoning or tool lines) as not kept.
         if err.partial or view.content or view.reasoning or view.tools:
@@ -159,6 +172,19 @@ def run(magic: Any, args: Any, cell: str) -> Any:
     deliver(magic.shell, args, turn.text)
     magic.show_widget(session, auto=True)
     return None
+
+
+def _dry_run(magic: Any, session: Any, prompt: str, args: Any) -> None:
+    """What the cell would send and cost; nothing is sent, pinned or changed."""
+    from .info import show_estimate
+
+    opts = Options(max_completion_tokens=args.max_tokens, think=args.think,
+                   effort=args.effort)
+    note = magic.cells.note_for(session.name, magic.notebook_context,
+                                [session.settings.api_key]) if prompt else ""
+    with session.guard.allowing(args.max_cost):
+        est = session.estimate(prompt, model=args.model, options=opts, note=note)
+    show_estimate(magic, est, "Dry run: nothing was sent")
 
 
 def _agent_tools(magic: Any, session: Any, args: Any, view: StreamView) -> list[Any]:

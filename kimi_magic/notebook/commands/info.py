@@ -26,7 +26,8 @@ def status(magic: Any, args: Any) -> None:
             if st["cache_warm"] else "cold")
     rows = [
         ["session", st["session"]],
-        ["model", f"{st['model']} (window {st['window']:,} from the {st['window_source']})"],
+        ["model", f"{st['model_label']} (window {st['window']:,} from the "
+                  f"{st['window_source']})"],
         ["context", f"{mark}{st['tokens']:,} tokens ({st['fill']:.1%}); "
                     f"{'exact (server count)' if st['exact'] else 'estimated'}"],
         ["layers", layers],
@@ -60,8 +61,59 @@ def cost(magic: Any, args: Any) -> None:
     rows = [[m, dollars(v)] for m, v in c["by_model"].items()]
     rows.append(["total", dollars(c["total"])])
     rows.append(["prompt cache hit rate", f"{st['cache_hit_rate']:.0%}"])
+    if st["budget"] is not None:
+        rows.append(["budget", f"{dollars(c['total'])} spent of {dollars(st['budget'])}, "
+                               f"{dollars(max(st['budget_left'], 0.0))} left"])
+    if st["max_call"] is not None:
+        rows.append(["per-call limit", dollars(st["max_call"])])
     display(table_bundle(["model", "cost"], rows, f"Cost of {magic.session.name} "
                          f"({c['turns']} calls)"), raw=True)
+
+
+@command("estimate", arg("model", nargs="?", metavar="MODEL",
+                         help="Estimate for this model or 'auto' (default: the session's)."))
+def estimate(magic: Any, args: Any) -> None:
+    """What the next turn would send and cost before its prompt: model, tokens by layer,
+    prompt cache, cost warm and cold, the cost guard. Nothing is sent.
+
+    %%kimi --dry-run shows the same for a cell's prompt.
+    """
+    est = magic.session.estimate(model=args.model)
+    show_estimate(magic, est, "Next turn (before its prompt): nothing was sent")
+
+
+def show_estimate(magic: Any, est: Any, title: str) -> None:
+    """Show a ``Session.estimate`` as a table."""
+    layers = ", ".join(f"{k} ~{v:,}" for k, v in est.layers.items())
+    cache = (f"warm for {est.cache_seconds_left / 60:.1f} more min: ~{est.cached_tokens:,} "
+             "tokens likely cached" if est.cache_warm
+             else "cold: nothing cached (no call in the cache's lifetime)")
+    if est.compacts_first:
+        compaction = (f"yes: ~{est.input_tokens:,} tokens do not fit {est.model}'s "
+                      f"{est.window:,}-token window with room to answer ({magic.compact_mode})")
+    elif est.compacts_after:
+        compaction = f"after this turn (past {est.threshold:,} tokens)"
+    else:
+        compaction = f"no (auto-compact at {est.threshold:,} tokens)"
+    limit = est.max_call
+    guard = "unpriced: not limited" if not est.priced else (
+        f"{'refused' if limit is not None and est.worst > limit else 'allowed'}: worst case "
+        f"{_price(est.worst)} against the per-call limit "
+        f"{_price(limit) if limit is not None else 'none'}")
+    budget = ("none" if est.budget is None
+              else f"{_price(est.spent)} spent of {_price(est.budget)}")
+    rows = [
+        ["model", est.model_label + f" (window {est.window:,})"],
+        ["input tokens", f"~{est.input_tokens:,} ({layers})"],
+        ["prompt cache", cache],
+        ["output cap", f"{est.output_cap:,} tokens"],
+        ["cost", (f"{_price(est.cost_warm)} warm / {_price(est.cost_cold)} cold, with the "
+                  "whole output cap" if est.priced else "unpriced")],
+        ["cost guard", guard],
+        ["budget", budget],
+        ["compacts first", compaction],
+    ]
+    display(table_bundle(["", ""], rows, title), raw=True)
 
 
 @command("models")
