@@ -102,6 +102,8 @@ BAD_CONFIG = [
     ("map_concurrency", "0"),
     ("map_rpm", "-1"),
     ("batch_poll_seconds", "-1.0"),
+    ("max_call_usd", "-1"),
+    ("budget_usd", '"ten dollars"'),
     ("store_path", "5"),
     ("auto_widget", '"sometimes"'),
     ("agent_approval", '"maybe"'),

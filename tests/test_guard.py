@@ -159,15 +159,28 @@ def test_compress_calls_are_checked_too(shell, sim):
 
 def test_a_map_fan_out_is_checked_whole_before_its_first_request(shell, sim):
     shell.user_ns["items"] = ["cat", "dog", "fish"]
-    run(shell, "%config KimiMagic.max_call_usd = 0.20")
+    run(shell, "%config KimiMagic.budget_usd = 0.30")
     result, _ = run(shell, "%%kimi --map items\nTranslate to French: {item}")
     assert not result.success
     message = str(result.error_in_exec)
-    assert "--map" in message and "3 requests" in message
+    assert "--map" in message and "3 requests" in message and "session budget" in message
     assert chats(sim) == []
+    run(shell, "%config KimiMagic.budget_usd = None")
+    run(shell, "%config KimiMagic.max_call_usd = 0.05")
+    result, _ = run(shell, "%%kimi --map items\nTranslate to French: {item}")
+    assert "per-call limit" in str(result.error_in_exec) and chats(sim) == []
     result, _ = run(shell, "%%kimi --map items --max-cost 1\nTranslate to French: {item}")
     assert result.success, result.error_in_exec
     assert len(chats(sim)) == 3
+
+
+def test_a_batch_fan_out_is_checked_before_anything_is_uploaded(shell, sim):
+    shell.user_ns["items"] = ["cat", "dog", "fish"]
+    run(shell, "%config KimiMagic.budget_usd = 0.10")
+    result, _ = run(shell, "%%kimi --map items --batch\nTranslate to French: {item}")
+    assert not result.success
+    assert "--batch" in str(result.error_in_exec)
+    assert [r for r in sim.requests if r["method"] == "POST"] == []
 
 
 def test_unpriced_models_are_not_blocked_and_say_so(shell, sim):

@@ -104,38 +104,40 @@ class Guard:
     def spent(self) -> float:
         return float(self.session.accounting.summary()["cost_total"] or 0.0)
 
-    def check(self, what: str, model: Model, worst: float | None, detail: str = "") -> None:
-        """Refuse (``SessionError``, one line, nothing sent) a call of cost ``worst`` that
-        would pass the per-call limit or the budget; unpriced models are never refused."""
+    def check(self, what: str, model: Model, worst: float | None, detail: str = "", *,
+              total: float | None = None) -> None:
+        """Refuse (``CostRefused``, one line, nothing sent) a call of cost ``worst`` over
+        the per-call limit, or calls of cost ``total`` (default: ``worst``) that would take
+        the session past its budget. Unpriced models are never refused."""
         if worst is None:
             return
+        total = worst if total is None else total
         limit = self.limit()
         about = f"{what} on {model.id}" + (f" ({detail})" if detail else "")
         if limit is not None and worst > limit:
+            each = " each" if total != worst else ""
             raise CostRefused(
-                f"refused: {about} could cost up to {usd(worst)}, over the per-call limit of "
-                f"{usd(limit)}; nothing was sent. Allow it with --max-cost {_up(worst)} on the "
-                f"cell or %config KimiMagic.max_call_usd = {_up(worst)}")
+                f"refused: {about} could cost up to {usd(worst)}{each}, over the per-call "
+                f"limit of {usd(limit)}; nothing was sent. Allow it with --max-cost "
+                f"{_up(worst)} on the cell or %config KimiMagic.max_call_usd = {_up(worst)}")
         budget = self.session.settings.budget_usd
         spent = self.spent()
-        if budget is not None and spent + worst > budget:
+        if budget is not None and spent + total > budget:
             raise CostRefused(
-                f"refused: {about} could cost up to {usd(worst)}, and {usd(spent)} of the "
+                f"refused: {about} could cost up to {usd(total)}, and {usd(spent)} of the "
                 f"session budget of {usd(budget)} is spent; nothing was sent. Raise it with "
-                f"%config KimiMagic.budget_usd = {_up(spent + worst)} (None: no budget)")
+                f"%config KimiMagic.budget_usd = {_up(spent + total)} (None: no budget)")
 
     def check_many(self, what: str, model: Model, inputs: list[int], opts: Options, *,
                    batch: bool = False) -> None:
-        """Check a fan-out whole, before its first request: the sum of every item's worst
-        (at the Batch API's price with ``batch``)."""
-        total = 0.0
-        for n in inputs:
-            w = worst_cost(model, n, output_cap(model, opts, n))
-            if w is None:
-                return
-            total += w
-        self.check(what, model, total * (BATCH_DISCOUNT if batch else 1.0),
-                   f"{len(inputs)} requests")
+        """Check a fan-out whole, before its first request: each item against the per-call
+        limit, their sum against the budget (at the Batch API's price with ``batch``)."""
+        scale = BATCH_DISCOUNT if batch else 1.0
+        worsts = [worst_cost(model, n, output_cap(model, opts, n)) for n in inputs]
+        if not worsts or any(w is None for w in worsts):
+            return
+        priced = [w * scale for w in worsts if w is not None]
+        self.check(what, model, max(priced), f"{len(inputs)} requests", total=sum(priced))
 
     def estimate(self, prompt: str = "", *, model: str | None = None,
                  options: Options | None = None, note: str = "") -> Estimate:
