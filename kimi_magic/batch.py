@@ -17,16 +17,23 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .core import models as model_table
-from .core.context import Message
 from .core.errors import SessionError
 from .core.models import Model
 from .core.session import Session
 from .core.store import Store
 from .core.text import clip
-from .fanout import MapFailure, as_items, choose_model, fill, progress_bar, sub_context
+from .fanout import (
+    MapFailure,
+    as_items,
+    choose_model,
+    fill,
+    item_requests,
+    item_value,
+    progress_bar,
+)
 from .wire.errors import KimiError
 from .wire.reply import Reply, Usage, parse_batch_line
-from .wire.request import Options, batch_line, build_request, wire_body
+from .wire.request import Options, batch_line, wire_body
 
 DISCOUNT_PERCENT = round(model_table.BATCH_DISCOUNT * 100)
 #: Batch statuses after which nothing more will happen.
@@ -134,20 +141,12 @@ def submit(session: Session, prompt: str, items: Any, *, model: str | None = Non
     values, index = as_items(items)
     prompts = [fill(prompt, item) for item in values]
     opts = replace(options or Options(), stream=False, tools=None)
-    sub, notices = sub_context(session)
-    chosen = _batch_model(session, model, sub, prompts, opts, notices)
-    prefix = sub.wire()
-    full = session.request_options(opts, chosen)
-    server = session.client.detect_server()
-    lines = []
-    sizes = []
-    for i, text in enumerate(prompts):
-        user = Message.of("user", text)
-        sizes.append(sub.tokens + user.tokens)
-        body = wire_body(build_request(chosen, [*prefix, user.data], full, sizes[-1], server))
-        lines.append(batch_line(_custom_id(i), body))
-    session.guard.check_many("--batch", chosen, [session.accounting.estimate(n) for n in sizes],
-                             full, batch=True)
+    built = item_requests(session, model, prompts, opts, [], choose=_batch_model)
+    chosen = built.model
+    lines = [batch_line(_custom_id(i), wire_body(body)) for i, body in enumerate(built.bodies)]
+    session.guard.check_many("--batch", chosen,
+                             [session.accounting.estimate(n) for n in built.sent],
+                             built.options, batch=True)
     data = ("\n".join(lines) + "\n").encode()
     client = session.client
     uploaded = client.files.upload(data, f"kimi_magic-{session.name}-{len(lines)}.jsonl",
@@ -173,8 +172,6 @@ def submit(session: Session, prompt: str, items: Any, *, model: str | None = Non
 
 def _custom_id(i: int) -> str:
     return f"item-{i}"
-
-
 
 
 def _plain(value: Any) -> Any:
@@ -239,7 +236,10 @@ def collect(session: Session, batch_id: str | None = None, *, interval: float | 
             usage.add(u)
             cost = None if c is None or cost is None else cost + c
             rows.append(session.accounting.call("map", job.model, u, c, 0.0))
-            results.append(_value(i, item, outcome, mapping, failures))
+            value = item_value(i, item, outcome, mapping.get("prefix"), bool(mapping.get("json")))
+            if isinstance(value, MapFailure):
+                failures.append(value)
+            results.append(value)
             continue
         if isinstance(outcome, KimiError):
             failure = MapFailure(i, item, f"line {_custom_id(i)}: {outcome.line()}",
@@ -285,19 +285,6 @@ def _delete_input(session: Session, job: BatchJob, notices: list[str]) -> None:
     with session.store.transaction() as conn:
         session.store.update_batch(conn, job.id, input_file=None)
     job.input_file = None
-
-
-def _value(i: int, item: Any, reply: Reply, mapping: dict[str, Any],
-           failures: list[MapFailure]) -> Any:
-    text = (mapping.get("prefix") or "") + reply.content
-    if not mapping.get("json"):
-        return text
-    try:
-        return json.loads(text)
-    except ValueError:
-        failure = MapFailure(i, item, f"the reply is not valid JSON: {text[:80]!r}", "json")
-        failures.append(failure)
-        return failure
 
 
 def _shape(results: list[Any], mapping: dict[str, Any]) -> Any:

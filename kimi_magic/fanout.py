@@ -22,7 +22,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .core.context import Context, Message, Pin, block
@@ -184,6 +184,52 @@ def choose_model(session: Session, requested: str | None, sub: Context, prompts:
     return session.choose_model(requested, sub, max(prompts, key=len), opts, notices)
 
 
+@dataclass
+class ItemRequests:
+    """The chat request of every item (``build_request`` keyword arguments), one model."""
+
+    model: Model
+    bodies: list[dict[str, Any]]
+    #: The estimated prompt tokens of each request, for usage the server does not report.
+    sent: list[int]
+    #: The options every request was built with (the session's defaults filled in).
+    options: Options
+
+
+def item_requests(session: Session, requested: str | None, prompts: list[str], opts: Options,
+                  notices: list[str], choose: Callable[..., Model] = choose_model
+                  ) -> ItemRequests:
+    """Each prompt as a user message after the sub-context, with the session's defaults.
+
+    ``choose`` picks the model (same arguments as ``choose_model``); fan-out and batch
+    differ only there.
+    """
+    sub, refreshed = sub_context(session)
+    notices += refreshed
+    model = choose(session, requested, sub, prompts, opts, notices)
+    prefix = sub.wire()
+    full = session.request_options(opts, model)
+    server = session.client.detect_server()
+    bodies, sent = [], []
+    for text in prompts:
+        user = Message.of("user", text)
+        sent.append(sub.tokens + user.tokens)
+        bodies.append(build_request(model, [*prefix, user.data], full, sent[-1], server))
+    return ItemRequests(model, bodies, sent, full)
+
+
+def item_value(i: int, item: Any, reply: Reply, prefix: str | None, as_json: bool) -> Any:
+    """An answered item's result: its text (the prefix put back) or, with ``as_json``, the
+    parsed value; a ``MapFailure`` when that text is not JSON."""
+    text = (prefix or "") + reply.content
+    if not as_json:
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return MapFailure(i, item, f"the reply is not valid JSON: {text[:80]!r}", "json")
+
+
 class Fanout:
     """One ``--map`` run: builds the requests, runs them within the limits, records costs.
 
@@ -220,25 +266,14 @@ class Fanout:
 
     def requests(self) -> list[dict[str, Any]]:
         """The chat request of every item (``build_request`` keyword arguments)."""
-        session = self.session
-        sub, notices = sub_context(session)
-        self.notices += notices
-        self.model = choose_model(session, self._requested, sub, self.prompts, self.options,
-                                  self.notices)
-        prefix = sub.wire()
-        opts = session.request_options(self.options, self.model)
-        server = session.client.detect_server()
-        out = []
-        self._sent = []
-        for text in self.prompts:
-            user = Message.of("user", text)
-            self._sent.append(sub.tokens + user.tokens)
-            out.append(build_request(self.model, [*prefix, user.data], opts, self._sent[-1],
-                                     server))
+        built = item_requests(self.session, self._requested, self.prompts, self.options,
+                              self.notices)
+        self.model, self._sent = built.model, built.sent
         # The whole fan-out is checked before its first request, not item by item.
-        session.guard.check_many("--map", self.model,
-                                 [session.accounting.estimate(n) for n in self._sent], opts)
-        return out
+        self.session.guard.check_many("--map", self.model,
+                                      [self.session.accounting.estimate(n) for n in self._sent],
+                                      built.options)
+        return built.bodies
 
     def run(self) -> Any:
         """Run every item; results in input order (a Series when the items were one)."""
@@ -312,15 +347,12 @@ class Fanout:
         return results
 
     def _value(self, i: int, reply: Reply) -> Any:
-        text = (self.options.prefix or "") + reply.content
         if reply.finish_reason == "length":
             self.notices.append(f"item {i} was cut off at the output cap (--max-tokens)")
-        if not self.options.json:
-            return text
-        try:
-            return json.loads(text)
-        except ValueError:
-            return self._fail(i, f"the reply is not valid JSON: {text[:80]!r}", "json")
+        value = item_value(i, self.items[i], reply, self.options.prefix, bool(self.options.json))
+        if isinstance(value, MapFailure):
+            self.failures.append(value)
+        return value
 
     def _fail(self, i: int, reason: str, kind: str) -> MapFailure:
         failure = MapFailure(i, self.items[i], reason, kind)
