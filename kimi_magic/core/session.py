@@ -8,7 +8,8 @@ a rolling policy that compacts in large steps when the context nears the window.
 ``Session`` is the façade; each job is a part of its own: ``turn.Ask`` (one turn and its
 tool loop), ``accounting.Accounting`` (usage, cost, call rows, calibration),
 ``choice.ModelChoice`` (which model, ``auto`` included), ``compaction.Compaction`` (the
-rolling policy, compress, truncate), ``snapshots.SnapshotTree`` and ``events.Events``.
+rolling policy, compress, truncate), ``pinning.Pinning`` (pins and their budget),
+``snapshots.SnapshotTree`` and ``events.Events``.
 
 >>> s = Session("demo", Settings(base_url=sim.url, api_key="sk-test"), store=Store(":memory:"))
 >>> s.ask("My favourite number is 42.").text
@@ -41,6 +42,7 @@ from .events import Events, Observer
 from .guard import Estimate, Guard
 from .models import CACHE_TTL_LONG_SECONDS, CACHE_TTL_SECONDS, Model
 from .notebook_context import with_note
+from .pinning import Pinning
 from .settings import Settings
 from .snapshots import SnapshotTree
 from .store import Store
@@ -79,6 +81,7 @@ class Session:
         self.compaction = Compaction(self)
         self.tree = SnapshotTree(self)
         self.guard = Guard(self)
+        self.pinning = Pinning(self)
         self.last_call: float | None = None
         loaded = self.store.load_session(name)
         if loaded:
@@ -363,42 +366,15 @@ class Session:
     # -- pins -------------------------------------------------------------------------------------
     def set_pin(self, pin: Pin) -> None:
         """Add or replace a pin (in place, so the order and the cache prefix stay stable)."""
-        with self.lock:
-            pins = list(self.context.pins)
-            for i, p in enumerate(pins):
-                if p.name == pin.name:
-                    pins[i] = pin
-                    break
-            else:
-                pins.append(pin)
-            self.check_pin_budget(pins)
-            self.commit(replace(self.context, pins=tuple(pins)))
-            self.events.notify("pin", pin)
+        self.pinning.set(pin)
 
     def check_pin_budget(self, pins: list[Pin]) -> None:
         """A one-line error if ``pins`` would take more than the pin budget."""
-        limit = self.settings.pin_limit(self.model().context_length)
-        total = sum(p.tokens for p in pins)
-        if total > limit:
-            biggest = ", ".join(f"{p.name} ({p.tokens:,})"
-                                for p in sorted(pins, key=lambda p: -p.tokens)[:3])
-            raise SessionError(f"pins would take ~{total:,} tokens, over the pin budget of "
-                               f"{limit:,} (%config KimiMagic.pin_budget); biggest: {biggest}")
+        self.pinning.check_budget(pins)
 
     def unpin(self, name: str | None = None, *, all: bool = False) -> list[str]:
-        with self.lock:
-            if all:
-                names = [p.name for p in self.context.pins]
-                pins: tuple[Pin, ...] = ()
-            else:
-                if self.context.pin(name or "") is None:
-                    known = ", ".join(p.name for p in self.context.pins) or "none"
-                    raise SessionError(f"no pin named {name!r} (pins: {known})")
-                names = [name or ""]
-                pins = tuple(p for p in self.context.pins if p.name != name)
-            self.commit(replace(self.context, pins=pins))
-            self.events.notify("pin", None)
-            return names
+        """Remove the pin ``name`` (or every pin with ``all``); the names removed."""
+        return self.pinning.drop(name, all=all)
 
     def history(self) -> list[Message]:
         return list(self.context.messages())
