@@ -118,10 +118,25 @@ class Ask:
                     tool_calls=ex.tool_log, notices=self.notices,
                     finish_reason=ex.reply.finish_reason)
         c.last_call = c.clock()
-        if not self.once:
+        cap = self.options.max_completion_tokens
+        cut = ex.reply.finish_reason == "length"
+        if not turn.text.strip() and not ex.reply.tool_calls:
+            # An empty reply would teach the next turns nothing and cost them tokens: only
+            # its call (what it cost) is kept.
+            why = (f"the output cap of {cap or 'the default'} tokens (--max-tokens) was used "
+                   "up before any answer, by thinking" if cut else "the model sent no text")
+            self.notices.append(f"The reply is empty: {why}. Nothing was recorded."
+                                + (" Raise --max-tokens and re-run." if cut else ""))
+            turn.recorded = False
+            self.record_call(ex)
+        elif cut:
+            self.notices.append(f"The reply hit the output cap ({cap or 'default'} tokens, "
+                                "--max-tokens) and is cut short; raise --max-tokens for all of "
+                                "it.")
+        if turn.recorded:
             self.record(ex, replaced_rounds)
         turn.context_tokens = c.tokens()
-        if not self.once:
+        if turn.recorded:
             if turn.usage.exact and turn.usage.prompt_tokens:
                 c.accounting.calibrate(turn.usage.prompt_tokens,
                                        c.context.tokens - c.context.history[-1].tokens)
@@ -254,6 +269,15 @@ class Ask:
         return c.client.chat(body, self.on_delta)
 
     # -- record ---------------------------------------------------------------------------------
+    def record_call(self, ex: Exchange) -> None:
+        """Keep only what a turn that adds nothing to the context cost (its call row)."""
+        c = self.conversation
+        row = c.accounting.call("chat", ex.reply.model, ex.usage, ex.cost, ex.seconds,
+                                self.cell_id)
+        with c.store.transaction() as conn:
+            c.accounting.write(c.store, conn, c.name, [row])
+        c.accounting.remember(c.name, [row])
+
     def record(self, ex: Exchange, replaced_rounds: list[list[Message]]) -> None:
         """Commit the turn — messages, call row, archive of a replaced round, head — at once."""
         c = self.conversation

@@ -162,7 +162,7 @@ def run(magic: Any, args: Any, cell: str) -> Any:
     view.close()
     magic.cells.mark(session.name)
     notices = list(turn.notices)
-    if turn.replaced:
+    if turn.replaced and turn.recorded:
         notices.insert(0, f"Re-ran this cell: replaced its earlier turn (round "
                        f"{turn.replaced}) instead of adding a duplicate.")
     if args.once:
