@@ -95,7 +95,7 @@ def run(shell, cell: str) -> str:
 
 def test_server_is_detected_as_llama_cpp_and_the_cap_holds(shell, llama):
     session = magic(shell).session
-    assert session.client.server == "llama.cpp", llama.models()
+    assert session.client.detect_server() == "llama.cpp", llama.models()
     bodies = record_requests(shell)
     deltas: list[str] = []
     turn = session.ask("Count from one to one hundred in words.",
