@@ -230,7 +230,7 @@ def test_a_plain_cell_after_an_auto_turn_on_a_bigger_window_keeps_its_context(sh
     # kimi-k2.6's window made small (as the client sees it) so a paste outgrows it.
     run(shell, '%config KimiMagic.model_overrides = {"kimi-k2.6": {"context_length": 3000}}')
     shell.user_ns["paste"] = PASTE
-    result, _ = run(shell, "%%kimi -m auto --max-tokens 50\nRemember this log: {paste}")
+    result, _ = run(shell, "%%kimi -m auto --max-tokens 4000\nRemember this log: {paste}")
     assert result.success, result.error_in_exec
     big = chats(sim)[-1]["model"]
     assert big != "kimi-k2.6"
@@ -250,7 +250,7 @@ def test_a_plain_cell_after_an_auto_turn_on_a_bigger_window_keeps_its_context(sh
 def test_a_compress_that_falls_back_to_truncate_says_so_and_names_the_snapshot(shell, sim):
     run(shell, '%config KimiMagic.model_overrides = {"kimi-k2.6": {"context_length": 3000}}')
     shell.user_ns["paste"] = PASTE
-    run(shell, "%%kimi -m auto --max-tokens 50\nRemember this log: {paste}")
+    run(shell, "%%kimi -m auto --max-tokens 4000\nRemember this log: {paste}")
     sim.fail("not_found", times=1)
     result, text = run(shell, "%%kimi --max-tokens 50\nWhich request id was first?")
     assert result.success, result.error_in_exec
