@@ -66,7 +66,11 @@ def shell(ipython, llama):
                  "KimiMagic.system = 'You are terse. Answer in one short sentence.'",
                  "KimiMagic.timeout = 120.0"):
         ipython.run_line_magic("config", line)
-    return ipython
+    yield ipython
+    # The shell is a process-wide singleton: give later tests the default system prompt back.
+    from kimi_magic.core.settings import Settings
+
+    ipython.run_line_magic("config", f"KimiMagic.system = {Settings.system!r}")
 
 
 def magic(shell) -> Any:
