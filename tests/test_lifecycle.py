@@ -246,6 +246,32 @@ def test_rolling_policy_compresses_past_the_threshold(settings: Settings,
     assert len(s.context.rounds) == 3
 
 
+def test_default_threshold_is_the_models_own(settings: Settings, store_path: Path) -> None:
+    # A 1M window resent whole every turn: 0.7 of it would cost more than the
+    # benchmark's cheapest token threshold, so kimi-k3 and kimi-k3.1 default to 128K.
+    store = Store(store_path)
+    for model, threshold in (("kimi-k3", 128_000), ("kimi-k3.1-pro", 128_000),
+                             ("kimi-k2.6", int(0.7 * 262_144))):
+        s = Session(f"t-{model}", replace(settings, model=model, compact_at=None), store=store)
+        assert s.status()["threshold"] == threshold
+    s = Session("set", replace(settings, model="kimi-k3", compact_at=0.5), store=store)
+    assert s.status()["threshold"] == 524_288, "an explicit compact_at keeps its meaning"
+
+
+def test_compact_model_writes_the_summary(sim: Simulator, settings: Settings,
+                                          store_path: Path) -> None:
+    s = Session("steer", replace(settings, model="kimi-k2.6", compact_at=2000,
+                                 compact_model="kimi-k3.1-pro"), store=Store(store_path))
+    for n in range(1, 30):
+        if s.ask(f"Note fact-{n}: " + "the figures look steady this week. " * 12).notices:
+            break
+    assert s.context.summary is not None
+    bodies = chat_bodies(sim)
+    summarising = [b for b in bodies if "Summarise the conversation" in json.dumps(b)]
+    assert [b["model"] for b in summarising] == ["kimi-k3.1-pro"]
+    assert {b["model"] for b in bodies if b not in summarising} == {"kimi-k2.6"}
+
+
 def test_rolling_policy_can_truncate_instead(settings: Settings, store_path: Path) -> None:
     s = Session("roll", replace(settings, compact_at=1500, compact_mode="truncate"),
                 store=Store(store_path))

@@ -54,7 +54,7 @@ class Compaction:
     def after_turn(self, model: Model) -> str | None:
         """Past the threshold, snapshot and compact in one large step; the notice, if any."""
         c = self.conversation
-        threshold = c.settings.threshold(model.context_length)
+        threshold = c.settings.threshold(model.context_length, model.compact_at)
         if c.settings.compact_mode == "off" or c.tokens() < threshold:
             return None
         try:
@@ -104,7 +104,8 @@ class Compaction:
                         "history to compact: only the system prompt, pins and summary.")
                 c.events.notify("notice", line)
                 return line
-            keep = self.rounds_to_keep(rs, c.settings.threshold(model.context_length))
+            threshold = c.settings.threshold(model.context_length, model.compact_at)
+            keep = self.rounds_to_keep(rs, threshold)
             if c.settings.compact_mode == "truncate":
                 c.snapshot(f"auto: before truncate ({reason})" if reason else None, auto=True)
                 dropped = self.truncate(keep)
@@ -112,7 +113,8 @@ class Compaction:
                         f"{c.tokens():,} tokens; archived for %kimi recall.")
             else:
                 try:
-                    result = self.compress(keep, model=model.id, auto=True)
+                    result = self.compress(keep, model=c.settings.compact_model or model.id,
+                                           auto=True)
                 except CostRefused:
                     raise
                 except (KimiError, SessionError) as err:

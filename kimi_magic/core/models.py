@@ -48,6 +48,10 @@ class Model:
     cache_write: float | None = None
     cache_write_long: float | None = None
     context_from_server: bool = False
+    #: Default auto-compaction threshold in tokens (None: 0.7 of the window). A 1M window
+    #: resent whole each turn costs far more than it saves: the benchmark's policy sweep found
+    #: a token threshold of 128K cheapest (0.7 of kimi-k2.6's window, 183K, cost more).
+    compact_at: int | None = None
 
     @property
     def priced(self) -> bool:
@@ -87,16 +91,17 @@ MODELS: dict[str, Model] = {
               cache_hit=0.19, cache_miss=0.95, output=4.00),
         Model("kimi-k2.7-code-highspeed", 262_144, thinking="always",
               cache_hit=0.38, cache_miss=1.90, output=8.00),
-        Model("kimi-k3", 1_048_576, thinking="always", effort=True,
+        Model("kimi-k3", 1_048_576, thinking="always", effort=True, compact_at=128_000,
               cache_hit=0.30, cache_miss=3.00, output=15.00,
               cache_write=3.00, cache_write_long=6.00),
         # The K3.1 family bills cache writes the way kimi-k3 does. Moonshot gives the
         # highspeed tier's miss and output prices; its hit and write prices are taken as
         # twice pro's, as every other highspeed tier is priced.
-        Model("kimi-k3.1-pro", 1_048_576, thinking="always", effort=True,
+        Model("kimi-k3.1-pro", 1_048_576, thinking="always", effort=True, compact_at=128_000,
               cache_hit=0.20, cache_miss=2.00, output=10.00,
               cache_write=2.00, cache_write_long=4.00),
         Model("kimi-k3.1-pro-highspeed", 1_048_576, thinking="always", effort=True,
+              compact_at=128_000,
               cache_hit=0.40, cache_miss=4.00, output=20.00,
               cache_write=4.00, cache_write_long=8.00),
     )

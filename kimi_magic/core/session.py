@@ -199,7 +199,7 @@ class Session:
             "window_source": "server" if model.context_from_server else "table",
             "tokens": held, "exact": self.tokens_exact, "layers": self.layers(),
             "fill": held / window if window else 0.0,
-            "threshold": self.settings.threshold(window),
+            "threshold": self.settings.threshold(window, model.compact_at),
             "rounds": len(self.context.rounds), "turns": calls["turns"],
             "pins": [(p.name, p.kind, p.tokens) for p in self.context.pins],
             "snapshots": len(self.snapshots), "summary": self.context.summary is not None,

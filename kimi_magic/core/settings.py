@@ -175,9 +175,15 @@ class Settings:
     effort: str | None = setting(
         None, "kimi-k3 reasoning effort: low, high or max (None: the server's default).",
         choices=models.EFFORTS)
-    compact_at: float = setting(
-        0.7, "Auto-compact past this fraction of the window (<= 1) or this many tokens (> 1).",
+    compact_at: float | None = setting(
+        None, "Auto-compact past this fraction of the window (<= 1) or this many tokens (> 1); "
+        "None: the model's default, 128K tokens on kimi-k3 and kimi-k3.1 (the benchmark's "
+        "policy sweep: a token threshold beats 0.7 of a 1M window), else 0.7 of the window.",
         more_than=0)
+    compact_model: str | None = setting(
+        None, "Model that writes compress summaries (None: the session's own, which reads the "
+        "conversation from the prompt cache at the hit price; a cheaper model reads it all "
+        "at its miss price and may keep fewer facts).", check=_model_id)
     compact_mode: str = setting(
         "compress", "What auto-compaction does: compress (summary + fact check), truncate, "
         "or off.", choices=("compress", "truncate", "off"))
@@ -253,7 +259,10 @@ class Settings:
         """Every setting except the key (what status, exports and the store may show)."""
         return {s.name: getattr(self, s.name) for s in SETTINGS if not s.secret}
 
-    def threshold(self, window: int) -> int:
+    def threshold(self, window: int, model_default: int | None = None) -> int:
+        """Tokens past which auto-compaction fires (``model_default``: the model's own)."""
+        if self.compact_at is None:
+            return model_default if model_default is not None else _tokens(0.7, window)
         return _tokens(self.compact_at, window)
 
     def pin_limit(self, window: int) -> int:
