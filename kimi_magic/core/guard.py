@@ -162,7 +162,7 @@ class Guard:
                     chosen.context_length // 4)
         compacts_first = (s.settings.compact_mode != "off"
                           and total + floor > chosen.context_length)
-        threshold = s.settings.threshold(chosen.context_length)
+        threshold = s.settings.threshold(chosen.context_length, chosen.compact_at)
         long_ttl = bool(s.settings.cache_ttl)
         return Estimate(
             requested=model or s.settings.model, model=chosen.id,
