@@ -80,6 +80,7 @@ BAD_CONFIG = [
     ("base_url", '"api.moonshot.ai/v1"'),
     ("model", '"kimi-k2-0905-preview"'),
     ("model", '""'),
+    ("compact_model", '"kimi-k2-0905-preview"'),
     ("system", "None"),
     ("max_completion_tokens", '"lots"'),
     ("think", '"yes"'),
