@@ -129,7 +129,7 @@ def check_overrides(overrides: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     ...
     ValueError: ['kimi-k2.6'] has no field 'bogus'; fields: context_length, thinking, \
 effort, batch, images, cache_hit, cache_miss, output, cache_write, cache_write_long, \
-context_from_server
+context_from_server, compact_at
     """
     names = [f.name for f in fields(Model) if f.name != "id"]
     checked: dict[str, dict[str, Any]] = {}
@@ -153,6 +153,9 @@ def _check_field(where: str, key: str, value: Any) -> None:
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if key == "context_length":
         ok, want = number and int(value) == value and value > 0, "a positive whole number"
+    elif key == "compact_at":
+        ok = value is None or (number and int(value) == value and value > 0)
+        want = "a positive whole number of tokens, or None"
     elif key == "thinking":
         ok, want = value in THINKING, " or ".join(map(repr, THINKING))
     elif isinstance(default, bool):
