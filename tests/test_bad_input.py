@@ -72,6 +72,8 @@ BAD_CONFIG = [
     ("max_completion_tokens", "-1"),
     ("max_completion_tokens", "0"),
     ("keep_rounds", "-3"),
+    ("mask_tokens", "0"),
+    ("mask_tokens", '"big"'),
     ("effort", '"extreme"'),
     ("compact_at", "-1.0"),
     ("timeout", '"soon"'),

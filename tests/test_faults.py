@@ -187,8 +187,10 @@ def test_stream_without_usage_is_estimated_and_marked(warm, sim):
 def test_token_limit_with_history_compacts_and_retries_once(session, sim, kind):
     s = Session("t", Settings(base_url=sim.url, api_key="sk-x", retry_base=0.01,
                               keep_rounds=1), store=session.store)
+    # Rounds long enough for a summary to be smaller than them (else compress keeps them).
+    filler = " We weighed the options at length before settling on the simple one." * 8
     for fact in ("My favourite number is 42.", "My cat is called Ziggy.", "I live in Oslo."):
-        s.ask(fact)
+        s.ask(fact + filler)
     sim.clear_requests()
     sim.fail(kind)
     turn = s.ask("What is my favourite number?")

@@ -304,8 +304,9 @@ def test_compacts_before_sending_when_the_window_would_overflow(sim: Simulator,
 
 def test_a_server_token_limit_compacts_and_retries_once(sim: Simulator, session: Session
                                                         ) -> None:
+    filler = " We weighed the options at length before settling on the simple one." * 8
     for n in range(1, 7):
-        session.ask(f"Note fact-{n}: a row of numbers {n * 101}.")
+        session.ask(f"Note fact-{n}: a row of numbers {n * 101}.{filler}")
     sim.fail("token_limit_input")
     turn = session.ask("Carry on with fact-7.")
     assert any("too long; compacted and retried once" in n for n in turn.notices)

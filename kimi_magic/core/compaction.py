@@ -1,9 +1,17 @@
 """Keeping the context inside the window: ``Compaction``.
 
 The rolling policy compacts in one large step once the context passes the threshold (and
-before sending a request that would not fit): snapshot first, then compress (a summary with
-a fact check) or truncate, keeping the last rounds. Whatever leaves the context is archived,
-so ``recall`` can find it again.
+before sending a request that would not fit), in up to three stages, each only if the one
+before did not bring the context under the threshold, each with its one-line notice:
+
+1. mask: in rounds older than ``keep_rounds``, large pasted blocks and tool results become
+   one-line stubs (no model call; the prose around them stays);
+2. compress: a summary with a fact check (kept only if it is smaller than what it replaces);
+3. truncate: the oldest rounds leave, the last rounds stay.
+
+A snapshot is taken before each stage, so rollback undoes it, and whatever leaves the
+context is archived, so ``recall`` can find it again. The prefix changes only here, never
+on an ordinary turn.
 """
 
 from __future__ import annotations
@@ -18,30 +26,72 @@ from . import tokens
 from .context import Context, Message, Snapshot
 from .conversation import Conversation
 from .errors import SessionError
-from .guard import CostRefused, worst_cost
+from .guard import CostRefused, usd, worst_cost
+from .masking import Masked, mask_message
 from .models import Model
 
 
 @dataclass
+class MaskResult:
+    """What one mask stage did: tokens before and after, the blocks masked, its snapshot."""
+
+    tokens_before: int
+    tokens_after: int
+    masked: list[Masked]
+    snapshot: Snapshot
+
+    def line(self) -> str:
+        n = len(self.masked)
+        tools = sum(m.role == "tool" for m in self.masked)
+        kinds = ([f"{n - tools} pasted block{'s' if n - tools != 1 else ''}"] if n - tools
+                 else []) + ([f"{tools} tool result{'s' if tools != 1 else ''}"] if tools else [])
+        rounds = sorted({m.round for m in self.masked})
+        where = (f"round {rounds[0]}" if len(rounds) == 1
+                 else f"rounds {rounds[0]}–{rounds[-1]}")
+        return (f"Masked {' and '.join(kinds)} of {where} "
+                f"({sum(m.tokens for m in self.masked):,} tokens) without a model call: "
+                f"{self.tokens_before:,} → {self.tokens_after:,} tokens; each stub names "
+                f"its archive id for %kimi recall (e.g. {self.masked[0].mask_id}); snapshot "
+                f"#{self.snapshot.id} taken before.")
+
+
+@dataclass
 class CompressResult:
-    """What one compress did: tokens before and after, the fact check, its snapshot, cost."""
+    """What one compress did: tokens before and after, the fact check, its snapshot, cost.
+
+    ``kept`` is true when the summary (with the facts it restored) was not smaller than the
+    rounds it would replace: the rounds stayed, only the call was recorded, and ``snapshot``
+    is None. ``masked`` is the mask stage that ran first, if it masked anything.
+    """
 
     tokens_before: int
     tokens_after: int
     rounds: int
     check: compression.CheckResult
-    snapshot: Snapshot
+    snapshot: Snapshot | None
     cost: float | None
+    kept: bool = False
+    summary_tokens: int = 0
+    replaced_tokens: int = 0
+    masked: MaskResult | None = None
 
     def line(self) -> str:
+        first = self.masked.line() + " " if self.masked else ""
+        if self.kept or self.snapshot is None:
+            return first + (
+                f"Compress kept the original {self.rounds} rounds: the summary with its "
+                f"restored facts came to {self.summary_tokens:,} tokens, not fewer than the "
+                f"{self.replaced_tokens:,} tokens it would replace, so nothing else changed "
+                f"(the call cost {usd(self.cost)}).")
         restored = len(self.check.restored)
-        return (f"Compressed {self.rounds} rounds: {self.tokens_before:,} → "
-                f"{self.tokens_after:,} tokens; of {self.check.facts} facts (numbers, ids, "
-                f"paths, errors) the summary lacked {len(self.check.missing)}, and the fact "
-                f"check restored {restored} verbatim"
-                + (f", {len(self.check.dropped)} over budget (recallable)"
-                   if self.check.dropped else "")
-                + f"; snapshot #{self.snapshot.id} taken before.")
+        return first + (
+            f"Compressed {self.rounds} rounds: {self.tokens_before:,} → "
+            f"{self.tokens_after:,} tokens; of {self.check.facts} facts (numbers, ids, "
+            f"paths, errors) the summary lacked {len(self.check.missing)}, and the fact "
+            f"check restored {restored} verbatim"
+            + (f", {len(self.check.dropped)} over budget (recallable)"
+               if self.check.dropped else "")
+            + f"; snapshot #{self.snapshot.id} taken before.")
 
 
 class Compaction:
@@ -77,8 +127,11 @@ class Compaction:
         notices.append(f"The context (~{need:,} tokens) would not fit {model.id}'s window "
                        f"with room to answer; compacting first.")
         # What compaction did (and whether it fell back to truncating) is part of the turn's
-        # story: the user must see it, not just that it started.
-        notices.append(self.compact(model, reason="before sending: would not fit"))
+        # story: the user must see it, not just that it started; one notice per stage.
+        room = int((model.context_length - floor) / c.accounting.calibration) - user.tokens
+        threshold = c.settings.threshold(model.context_length, model.compact_at)
+        notices.extend(self.compact(model, reason="before sending: would not fit",
+                                    target=max(0, min(threshold, room))).splitlines())
         return c.context
 
     def rounds_to_keep(self, rs: list[list[Message]], threshold: int) -> int:
@@ -92,8 +145,14 @@ class Compaction:
         return keep
 
     # -- operations ---------------------------------------------------------------------------
-    def compact(self, model: Model | None = None, reason: str = "") -> str:
-        """Snapshot, then compress or truncate per ``settings.compact_mode``; one line back."""
+    def compact(self, model: Model | None = None, reason: str = "", *,
+                target: int | None = None) -> str:
+        """Mask, then compress or truncate per ``settings.compact_mode``, each stage only while
+        the context is still at ``target`` tokens or more; one line per stage, newline-separated.
+
+        ``target`` defaults to the threshold when the context is past it; under it (a server
+        that counted more than we did, or a call by hand) every stage that applies runs.
+        """
         c = self.conversation
         with c.lock:
             before = c.tokens()
@@ -105,28 +164,100 @@ class Compaction:
                 c.events.notify("notice", line)
                 return line
             threshold = c.settings.threshold(model.context_length, model.compact_at)
-            keep = self.rounds_to_keep(rs, threshold)
-            if c.settings.compact_mode == "truncate":
-                c.snapshot(f"auto: before truncate ({reason})" if reason else None, auto=True)
-                dropped = self.truncate(keep)
-                line = (f"Auto-truncated {dropped} rounds ({reason}): {before:,} → "
-                        f"{c.tokens():,} tokens; archived for %kimi recall.")
-            else:
-                try:
-                    result = self.compress(keep, model=c.settings.compact_model or model.id,
-                                           auto=True)
-                except CostRefused:
-                    raise
-                except (KimiError, SessionError) as err:
-                    snap = c.snapshot("auto: before truncate (compress failed)", auto=True)
+            if target is None:
+                target = threshold if before >= threshold else 0
+            why = f" ({reason})" if reason else ""
+            lines: list[str] = []
+            masked = self.mask(self.rounds_to_keep(rs, threshold), auto=True, reason=reason)
+            if masked is not None:
+                lines.append(f"Auto-masked{why}. " + masked.line())
+            summarised = False
+            if c.tokens() >= target and c.settings.compact_mode == "compress":
+                stage, summarised = self.auto_compress(model, threshold, why, bool(lines))
+                lines += stage
+            # After a summary, truncating would only cut the rounds kept verbatim: done, unless
+            # a real target (the window) still demands it.
+            if c.tokens() >= target and (target > 0 or not summarised):
+                rs = c.context.rounds
+                keep = self.rounds_to_keep(rs, threshold) if rs else 0
+                start = c.tokens()
+                if len(rs) > keep:
+                    snap = c.snapshot(f"auto: before truncate{why}", auto=True)
                     dropped = self.truncate(keep)
-                    line = (f"Auto-compress failed ({err}); truncated {dropped} rounds instead: "
-                            f"{before:,} → {c.tokens():,} tokens; %kimi rollback {snap.id} "
-                            f"restores them (snapshot #{snap.id}).")
-                else:
-                    line = f"Auto-compacted ({reason}). " + result.line()
-            c.events.notify("notice", line)
+                    lines.append(f"Auto-truncated {dropped} rounds{why}: {start:,} → "
+                                 f"{c.tokens():,} tokens; archived for %kimi recall; "
+                                 f"%kimi rollback {snap.id} restores them "
+                                 f"(snapshot #{snap.id}).")
+            if not lines:
+                lines.append(f"Nothing to compact{why}: the context (~{before:,} tokens) has "
+                             "no round older than the last ones kept.")
+            line = "\n".join(lines)
+            for one in lines:
+                c.events.notify("notice", one)
             return line
+
+    def auto_compress(self, model: Model, threshold: int, why: str, after_mask: bool
+                      ) -> tuple[list[str], bool]:
+        """The compress stage of ``compact``: its line (or the truncation it fell back to),
+        and whether a summary replaced the rounds.
+
+        A refused compress call propagates unless the mask stage already changed something
+        (then the refusal is that stage's notice and the turn goes on)."""
+        c = self.conversation
+        rs = c.context.rounds
+        keep = self.rounds_to_keep(rs, threshold)
+        try:
+            result = self.summarise(keep, model=c.settings.compact_model or model.id,
+                                    auto=True)
+        except CostRefused as err:
+            if not after_mask:
+                raise
+            return [f"Auto-compress not run: {err}"], False
+        except (KimiError, SessionError) as err:
+            before = c.tokens()
+            snap = c.snapshot("auto: before truncate (compress failed)", auto=True)
+            dropped = self.truncate(keep)
+            return [f"Auto-compress failed ({err}); truncated {dropped} rounds instead: "
+                    f"{before:,} → {c.tokens():,} tokens; %kimi rollback {snap.id} "
+                    f"restores them (snapshot #{snap.id})."], False
+        if result.kept:
+            return [f"Auto-compress{why} not used. " + result.line()], False
+        return [f"Auto-compacted{why}. " + result.line()], True
+
+    def mask(self, keep_rounds: int | None = None, *, min_tokens: int | None = None,
+             auto: bool = False, reason: str = "") -> MaskResult | None:
+        """Stub large pasted blocks and tool results in all but the last ``keep_rounds``
+        rounds (no model call); their text is archived. None when nothing was large enough.
+
+        ``min_tokens`` defaults to ``settings.mask_tokens`` (None there: never mask).
+        """
+        c = self.conversation
+        size = c.settings.mask_tokens if min_tokens is None else min_tokens
+        keep = c.settings.keep_rounds if keep_rounds is None else keep_rounds
+        if size is None or keep < 0:
+            return None
+        with c.lock:
+            rs = c.context.rounds
+            old = len(rs) - min(keep, len(rs))
+            history: list[Message] = []
+            masked: list[Masked] = []
+            for i, r in enumerate(rs):
+                for m in r:
+                    if i < old:
+                        m, found = mask_message(m, i + 1, size)
+                        masked += found
+                    history.append(m)
+            if not masked:
+                return None
+            before = c.tokens()
+            snap = c.snapshot(f"auto: before mask ({reason})" if reason else "before mask",
+                              auto=auto)
+            c.commit(replace(c.context, history=tuple(history)),
+                     archive=("masked", [[f.archive_message()] for f in masked]),
+                     new_history=True)
+            result = MaskResult(before, c.tokens(), masked, snap)
+            c.events.notify("compact", result)
+            return result
 
     def truncate(self, keep_rounds: int | None = None, keep_tokens: int | None = None) -> int:
         """Drop the oldest rounds (archived, recallable); system prompt and pins stay."""
@@ -159,6 +290,35 @@ class Compaction:
     def compress(self, keep_rounds: int | None = None, *, model: str | None = None,
                  on_delta: OnEvent | None = None,
                  auto: bool = False) -> CompressResult:
+        """``%kimi compress``: the mask stage first (its stubs cost the summariser nothing to
+        read and keep the pasted text whole in the archive), then a summary of what remains
+        of all but the last ``keep_rounds`` rounds, with the fact check.
+        """
+        c = self.conversation
+        keep = c.settings.keep_rounds if keep_rounds is None else keep_rounds
+        if keep < 0:
+            raise SessionError("--keep-rounds must be 0 or more")
+        with c.lock:
+            if len(c.context.rounds) <= keep:
+                return self.summarise(keep, model=model, on_delta=on_delta, auto=auto)
+            c.model(model)  # an unknown model is refused before anything changes
+            masked = self.mask(keep, auto=True, reason="before compress")
+            try:
+                result = self.summarise(keep, model=model, on_delta=on_delta, auto=auto)
+            except BaseException:
+                # A failed or refused compress leaves the context as it was, masks included
+                # (the archive keeps their text; it only gains a duplicate).
+                if masked is not None:
+                    c.commit(masked.snapshot.context, new_history=True)
+                raise
+            result.masked = masked
+            if masked is not None:
+                result.tokens_before = masked.tokens_before
+            return result
+
+    def summarise(self, keep_rounds: int | None = None, *, model: str | None = None,
+                  on_delta: OnEvent | None = None,
+                  auto: bool = False) -> CompressResult:
         """Summarise all but the last ``keep_rounds`` rounds, then restore lost facts.
 
         A snapshot is taken first; a failed call leaves the context untouched.
@@ -207,11 +367,21 @@ class Compaction:
             text, result = compression.check(source, reply.content, budget)
             summary = compression.summary_message(text)
             history = tuple(m for r in rs[len(old):] for m in r)
-            snap = c.snapshot("auto: before compress" if auto else None, auto=auto)
             cost = c.accounting.cost(chosen, u)
             row = c.accounting.call("compress", chosen.id, u, cost, reply.seconds)
+            if summary.tokens >= replaced:
+                # A summary that is not smaller would grow the context it should shrink:
+                # keep the rounds, record only what the call cost.
+                c.commit(ctx, call=row)
+                res = CompressResult(before, c.tokens(), len(old), result, None, cost,
+                                     kept=True, summary_tokens=summary.tokens,
+                                     replaced_tokens=replaced)
+                c.events.notify("compact", res)
+                return res
+            snap = c.snapshot("auto: before compress" if auto else None, auto=auto)
             c.commit(replace(ctx, summary=summary, history=history),
                      call=row, archive=("compressed", old), new_history=True)
-            res = CompressResult(before, c.tokens(), len(old), result, snap, cost)
+            res = CompressResult(before, c.tokens(), len(old), result, snap, cost,
+                                 summary_tokens=summary.tokens, replaced_tokens=replaced)
             c.events.notify("compact", res)
             return res

@@ -188,6 +188,12 @@ class Settings:
         "compress", "What auto-compaction does: compress (summary + fact check), truncate, "
         "or off.", choices=("compress", "truncate", "off"))
     keep_rounds: int = setting(3, "Rounds kept verbatim when compacting.", at_least=0)
+    mask_tokens: int | None = setting(
+        1000, "Compaction's first stage (no model call): in rounds older than keep_rounds, a "
+        "tool result or pasted block (log, data dump, code listing) of at least this many "
+        "tokens becomes a one-line stub naming its archive id for %kimi recall; prose stays. "
+        "1000 tokens is about 40 log lines or 80 lines of code: smaller blocks save too "
+        "little to be worth a recall. None: never mask.", at_least=1)
     summary_tokens: int = setting(
         6000, "Longest summary compress asks for (it aims at ~4:1; a summary is resent with "
         "every later turn).", at_least=1)

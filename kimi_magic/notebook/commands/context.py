@@ -7,6 +7,7 @@ from typing import Any
 
 from IPython.display import display
 
+from ...core import masking
 from ...core.text import clip
 from ..display import StreamView, history_bundle, table_bundle
 from .registry import arg, command, one_of
@@ -68,8 +69,11 @@ def rollback(magic: Any, args: Any) -> None:
 def compress(magic: Any, args: Any) -> None:
     """Summarise older rounds with the model, keeping the last rounds verbatim.
 
-    A snapshot is taken first; the originals are archived for %kimi recall, and facts the
-    summary lost are restored from them.
+    The same policy as auto-compaction: first, with no model call, large pasted blocks and
+    tool results of those rounds become stubs (KimiMagic.mask_tokens); then the summary. A
+    snapshot is taken before each; the originals are archived for %kimi recall, and facts
+    the summary lost are restored from them. A summary not smaller than the rounds it would
+    replace is not used: the rounds stay.
     """
     view = StreamView(fmt="markdown")
     res = magic.session.compress(args.keep_rounds, on_delta=view)
@@ -96,7 +100,8 @@ def truncate(magic: Any, args: Any) -> None:
          arg("--limit", type=int, default=5, metavar="N", help="Most matches shown (5)."),
          arg("--pin", action="store_true", help="Pin the matches back into the context."))
 def recall(magic: Any, args: Any) -> None:
-    """Search the rounds that compress, truncate and reset archived.
+    """Search the rounds that compress, truncate and reset archived, and the blocks the mask
+    stage moved out (a query naming a stub's id, e.g. mask-3f9a2c0d1e, prints it in full).
 
     Example: %kimi recall "revenue by region" --pin
     """
@@ -108,5 +113,9 @@ def recall(magic: Any, args: Any) -> None:
     rows = [[h["id"], h["reason"], clip(h["text"], 160)] for h in hits]
     display(table_bundle(["archive id", "why archived", "text"], rows,
                          f"Recalled for {query!r}"), raw=True)
+    for h in hits:
+        if masking.names(query, h["text"]):
+            # A stub named this block: give it back whole, not clipped like a search hit.
+            print(h["text"])
     if args.pin:
         print(f"Pinned {len(hits)} recalled rounds as 'recall: {query[:40]}'.")

@@ -1,0 +1,148 @@
+"""Compaction's mask stage and the compress that never grows the context, through a real
+shell against the simulator: what each request carried (and did not), what the user saw.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from IPython.utils.capture import capture_output
+
+from kimi_magic.core.masking import STUB_START, pasted_blocks
+
+LOG = "\n".join(f"2026-11-0{1 + i % 9} 09:{i % 60:02d}:{i % 59:02d} INFO worker-{i % 8} "
+                f"processed batch {1000 + i} in {20 + i} ms ({100 + 3 * i} rows)"
+                for i in range(160))
+DECISION = "We decided to ship on Friday because the audit ends on Thursday, said Ingrid Solberg."
+
+
+def chats(sim):
+    return [r["body"] for r in sim.requests if r["path"].endswith("/chat/completions")]
+
+
+def run(shell, cell: str):
+    with capture_output() as out:
+        result = shell.run_cell(cell)
+    assert result.success, result.error_in_exec
+    return out.stdout + "".join(o.data.get("text/plain", "") for o in out.outputs)
+
+
+def session(shell):
+    return shell.magics_manager.registry["KimiMagic"].session
+
+
+def configure(shell, **values):
+    for name, value in values.items():
+        run(shell, f"%config KimiMagic.{name} = {value!r}")
+
+
+def test_pasted_blocks_are_the_log_not_the_prose_around_it():
+    text = f"{DECISION} Here is the log:\n\n{LOG}\n\nPlease keep this in mind."
+    (start, end, kind), = pasted_blocks(text)
+    assert kind == "log" and text[start:end].strip() == LOG
+    code = "def f(x):\n    return x + 1\n\n\ndef g(y):\n    return y * 2\n"
+    (start, end, kind), = pasted_blocks(f"Refactor this:\n\n{code}")
+    assert kind == "code" and code.strip() in f"Refactor this:\n\n{code}"[start:end]
+
+
+def test_auto_compaction_masks_old_pastes_without_a_model_call(ipython, sim):
+    configure(ipython, compact_at=2500, keep_rounds=1, mask_tokens=500)
+    ipython.user_ns["log"] = LOG
+    text = run(ipython, f"%%kimi\n{DECISION} Here is the log:\n\n{{log}}\n\nKeep it in mind.")
+    assert "Auto-masked" in text and "Masked 1 pasted block of round 1" in text
+    assert len(chats(sim)) == 1, "masking called no model: no compress request"
+    run(ipython, "%%kimi\nWhat should we look at first?")
+    s = session(ipython)
+    assert s.context.summary is None and len(s.context.rounds) == 2
+    assert s.tokens() < 2500
+    stub = s.context.rounds[0][0].text
+    ident = re.search(r"mask-[0-9a-f]{10}", stub).group(0)
+
+    run(ipython, "%%kimi\nAnd then?")
+    sent = json.dumps(chats(sim)[-1]["messages"])
+    assert STUB_START in sent and ident in sent and DECISION in sent
+    assert "processed batch 1100" not in sent, "the log itself was not sent again"
+    # The prefix changed once, at compaction: this turn's request extends the one before.
+    last, before = chats(sim)[-1]["messages"], chats(sim)[-2]["messages"]
+    assert last[: len(before)] == before
+
+    # The stub's own recall gives the log back whole; so does the core and the tool's search.
+    text = run(ipython, f"%kimi recall {ident}")
+    assert LOG in text
+    assert any(LOG in h["text"] for h in s.recall(ident))
+    # And rollback to the snapshot taken before masking restores the paste in the context.
+    snap = next(sn for sn in reversed(s.snapshots) if "before mask" in sn.label)
+    run(ipython, f"%kimi rollback {snap.id}")
+    assert LOG in s.context.rounds[0][0].text
+
+
+def test_masked_tool_results_keep_their_pairing_on_the_wire(ipython, sim):
+    ipython.run_cell("def read_log() -> str:\n"
+                     "    '''The service log.'''\n"
+                     f"    return {LOG!r}\n")
+    run(ipython, "%kimi tool read_log")
+    configure(ipython, keep_rounds=1, mask_tokens=500)
+    run(ipython, "%%kimi --tools\nsim:call read_log {}\nRead the log, please.")
+    run(ipython, "%%kimi\nThanks. Next step?")
+    tool_turn = chats(sim)[-1]["messages"]
+    call_id = next(m for m in tool_turn if m["role"] == "tool")["tool_call_id"]
+    text = run(ipython, "%kimi compress")
+    # (Its round holds the notebook's note of the cell that defined read_log: a listing too.)
+    assert "1 tool result of round 1" in text
+
+    run(ipython, "%%kimi\nWhat now?")
+    messages = chats(sim)[-1]["messages"]
+    tool = next(m for m in messages if m["role"] == "tool")
+    assert tool["tool_call_id"] == call_id and tool["content"].startswith(STUB_START)
+    assert "the result of read_log" in tool["content"]
+    assert LOG not in json.dumps([m for m in messages if m["role"] == "tool"])
+    asked = next(m for m in messages if m.get("tool_calls"))
+    assert asked["tool_calls"][0]["id"] == call_id, "the call it answers is untouched"
+
+
+def dense(i: int) -> str:
+    """A round of figures only: a lossy summary drops them and the check restores each."""
+    return " ".join(f"RUN-{i}{j:02d} hit {j}.{i}7." for j in range(30))
+
+
+def test_a_summary_longer_than_its_rounds_is_not_used(ipython, sim):
+    # What a small real model did (2,383 tokens of summary and restored facts for 1,713
+    # tokens of rounds): the simulator's lossy summariser loses the figures, and the fact
+    # check's restored sentences make the summary longer than the rounds.
+    configure(ipython, keep_rounds=0, mask_tokens=None)
+    sim.configure(summary_fidelity="lossy")
+    for i in range(2):
+        run(ipython, "%%kimi\n" + dense(i))
+    s = session(ipython)
+    before = s.context.wire()
+    text = run(ipython, "%kimi compress")
+    assert "Compress kept the original 2 rounds" in text and "not fewer than" in text
+    assert s.context.wire() == before and s.context.summary is None
+    assert [c["kind"] for c in s.calls].count("compress") == 1, "its cost is still recorded"
+    result = s.compress()
+    assert result.kept and result.summary_tokens >= result.replaced_tokens
+    assert result.snapshot is None and s.context.wire() == before
+
+
+def test_auto_compaction_that_cannot_summarise_smaller_truncates_at_the_threshold(
+        ipython, sim):
+    configure(ipython, compact_at=400, keep_rounds=1)
+    sim.configure(summary_fidelity="lossy")
+    run(ipython, "%%kimi\n" + dense(0))
+    text = run(ipython, "%%kimi\n" + dense(1))
+    # The last round alone fills half the threshold, so both rounds are compacted.
+    assert "Compress kept the original 2 rounds" in text and "Auto-truncated 2 rounds" in text
+    notices = [line for line in text.splitlines() if "Auto-" in line]
+    assert len(notices) == 2, "one line per stage"
+    s = session(ipython)
+    assert s.context.summary is None and len(s.context.rounds) == 0
+    assert any("RUN-000" in h["text"] for h in s.recall("RUN-000"))
+
+
+def test_mask_tokens_none_turns_the_stage_off(ipython, sim):
+    configure(ipython, keep_rounds=0, mask_tokens=None)
+    ipython.user_ns["log"] = LOG
+    run(ipython, "%%kimi\nThe log:\n\n{log}")
+    run(ipython, "%kimi compress")
+    assert STUB_START not in json.dumps(chats(sim)[-1]["messages"])
