@@ -4,6 +4,8 @@ lacks). Each test asserts on what the simulator received and what the cell showe
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
@@ -131,6 +133,16 @@ def test_a_model_the_table_lacks_takes_the_server_facts_and_shows_unpriced(ipyth
         ipython.run_line_magic("kimi", "widget")
     widget_html = _widget_html(out)
     assert "unpriced" in widget_html and "$0.0000" not in widget_html
+    with capture_output() as out:
+        ipython.run_line_magic("kimi", "cost")
+    cost = shown(out)
+    assert re.search(rf"^{NEW} +unpriced", cost, re.M)
+    assert re.search(r"^total +unpriced", cost, re.M)
+    assert "$0" not in cost
+    with capture_output() as out:
+        ipython.run_line_magic("kimi", "sessions")
+    row = next(r for r in shown(out).splitlines() if NEW in r)
+    assert "unpriced" in row and "$0" not in row
     with pytest.raises(UsageError, match="always thinks"):
         ipython.run_cell_magic("kimi", "--no-think", "Hello")
 

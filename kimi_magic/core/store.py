@@ -243,13 +243,16 @@ class Store:
         return self.load_context(row[0]), row[1], json.loads(row[2] or "{}")
 
     def sessions(self) -> list[dict[str, Any]]:
+        """Every stored session, newest first, with its counts; ``cost`` is ``None`` when no
+        call had a price (an unpriced model), so it never reads as $0."""
         rows = self.conn.execute(
             """SELECT s.name, s.created, s.updated, s.model,
                       (SELECT count(*) FROM turns t WHERE t.session = s.name AND t.kind = 'chat'),
-                      (SELECT coalesce(sum(cost), 0) FROM turns t WHERE t.session = s.name),
+                      (SELECT count(*) FROM turns t WHERE t.session = s.name),
+                      (SELECT sum(cost) FROM turns t WHERE t.session = s.name),
                       (SELECT count(*) FROM snapshots p WHERE p.session = s.name)
                FROM sessions s ORDER BY s.updated DESC""").fetchall()
-        keys = ("name", "created", "updated", "model", "turns", "cost", "snapshots")
+        keys = ("name", "created", "updated", "model", "turns", "calls", "cost", "snapshots")
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
     # -- turns ----------------------------------------------------------------------------

@@ -57,6 +57,12 @@ def dollars(usd: float | None, digits: int = 4, unknown: str = "unknown") -> str
     return f"${usd:.{digits}f}" if usd is not None else unknown
 
 
+def spent(total: float, priced: bool) -> str:
+    """What was spent, as every view shows it: ``"unpriced"`` when nothing had a price (a
+    model the price table lacks), never a misleading ``$0.0000``."""
+    return dollars(total) if priced or total else "unpriced"
+
+
 def currency_markdown(text: str) -> str:
     """Reply Markdown with currency dollars shielded from MathJax; math and code untouched.
 

@@ -23,7 +23,7 @@ from ..core.session import Session
 from ..core.sessions import Sessions
 from ..wire.errors import KimiError
 from ..wire.events import ContentDelta, StreamEvent
-from .display import NO_MATH, dollars
+from .display import NO_MATH, dollars, spent
 
 #: Errors that are the user's or the network's: one line in the widget, never a traceback.
 USER_ERRORS = (KimiError, SessionError, StoreError)
@@ -505,7 +505,7 @@ def _cards(st: dict[str, Any]) -> str:
         return dollars(v, unknown="unpriced")
 
     last = price(st["cost_last"]) if st["cost_last"] is not None else "–"
-    total = price(st["cost_total"]) if st["priced"] or st["cost_total"] else "unpriced"
+    total = spent(st["cost_total"], st["priced"])
     cards = [
         ("Cost", f'<span class="kimi-cost-total" data-cost="{st["cost_total"]:.6f}">{total}'
                  f"</span> total", f"last call {last}" + (

@@ -9,7 +9,7 @@ from IPython.display import display
 
 from ...core import models as model_table
 from ...wire.errors import KimiError
-from ..display import dollars, table_bundle
+from ..display import dollars, spent, table_bundle
 from .registry import COMMANDS, arg, command, ordered
 
 
@@ -34,8 +34,8 @@ def status(magic: Any, args: Any) -> None:
         ["auto-compact at", f"{st['threshold']:,} tokens ({magic.compact_mode})"],
         ["rounds / snapshots", f"{st['rounds']} / {st['snapshots']}"],
         ["pins", ", ".join(f"{n} ({k}, {mark}{t:,})" for n, k, t in st["pins"]) or "none"],
-        ["cost", f"{_price(st['cost_total'] if st['priced'] or st['cost_total'] else None)}"
-                 f" total, last {_price(st['cost_last'])}"],
+        ["cost", f"{spent(st['cost_total'], st['priced'])} total, last "
+                 f"{_price(st['cost_last'])}"],
         ["prompt cache", f"{st['cache_hit_rate']:.0%} hit rate; {warm}"],
         ["next turn input", f"{_price(st['next_turn_warm'])} warm / "
                             f"{_price(st['next_turn_cold'])} cold"],
@@ -59,7 +59,10 @@ def cost(magic: Any, args: Any) -> None:
     c = magic.session.cost()
     st = magic.session.status()
     rows = [[m, dollars(v)] for m, v in c["by_model"].items()]
-    rows.append(["total", dollars(c["total"])])
+    # Models called without a price (one the table lacks) are listed as such, never as $0.
+    rows += [[m, "unpriced"] for m in dict.fromkeys(t["model"] for t in magic.session.calls)
+             if m not in c["by_model"]]
+    rows.append(["total", spent(c["total"], bool(c["by_model"]) or not c["turns"])])
     rows.append(["prompt cache hit rate", f"{st['cache_hit_rate']:.0%}"])
     if st["budget"] is not None:
         rows.append(["budget", f"{dollars(c['total'])} spent of {dollars(st['budget'])}, "

@@ -9,7 +9,7 @@ from IPython.display import display
 
 from ... import export as exporter
 from ...core.session import Session
-from ..display import dollars, table_bundle
+from ..display import spent, table_bundle
 from .registry import arg, command
 
 
@@ -23,7 +23,8 @@ def set_system(session: Session, text: str) -> None:
 def sessions(magic: Any, args: Any) -> None:
     """List the stored sessions; * marks the current one."""
     rows = [[("* " if s["name"] == magic.sessions.current_name else "  ") + s["name"],
-             s["model"], s["turns"], s["snapshots"], dollars(s['cost'] or 0),
+             s["model"], s["turns"], s["snapshots"],
+             spent(s["cost"] or 0.0, priced=s["cost"] is not None or not s["calls"]),
              time.strftime("%Y-%m-%d %H:%M", time.localtime(s["updated"] or 0))]
             for s in magic.sessions.store.sessions()]
     if not rows:
