@@ -12,14 +12,11 @@ from typing import Any
 
 from ..wire.errors import KimiError
 from ..wire.messages import is_web_search
-from ..wire.request import Options
+from ..wire.request import DEFAULT_COMPLETION_TOKENS, Options
 from . import models as model_table
 from .errors import SessionError
 from .models import Model
 from .settings import Settings
-
-#: Output room ``auto`` plans for when the request sets no cap.
-AUTO_OUTPUT_TOKENS = 16_384
 
 
 def offers_web(opts: Options) -> bool:
@@ -58,7 +55,7 @@ class ModelChoice:
         """
         model_id = model_id or self.settings.model
         if model_id == "auto":
-            return self.pick(self.context_tokens(), self.auto_output())[0]
+            return self.pick(self.context_tokens(), self.output_reservation())[0]
         return model_table.resolve(model_id, self._server(), self.settings.model_overrides)
 
     def _server(self) -> Mapping[str, Any]:
@@ -69,10 +66,13 @@ class ModelChoice:
         except KimiError:
             return {}
 
-    def auto_output(self, opts: Options | None = None) -> int:
-        """Output room ``auto`` plans for: the cap the request will carry."""
+    def output_reservation(self, opts: Options | None = None) -> int:
+        """The output cap a request with ``opts`` asks for: ``--max-tokens``, else the
+        setting, else the default. ``options`` puts it in every request, and ``auto`` plans
+        for it, so the room a notice reserves is the ``max_completion_tokens`` sent (less
+        only where the window clamps it)."""
         return ((opts.max_completion_tokens if opts else None)
-                or self.settings.max_completion_tokens or AUTO_OUTPUT_TOKENS)
+                or self.settings.max_completion_tokens or DEFAULT_COMPLETION_TOKENS)
 
     def pick(self, need: int, out: int) -> tuple[Model, str]:
         """What ``auto`` means for ``need`` prompt tokens and ``out`` output: model and why."""
@@ -93,7 +93,7 @@ class ModelChoice:
         """The model for a request of ``need`` tokens, or a one-line ``SessionError``."""
         requested = requested or self.settings.model
         if requested == "auto":
-            model, why = self.pick(need, self.auto_output(opts))
+            model, why = self.pick(need, self.output_reservation(opts))
             notices.append(why)
         elif model_table.is_retired(requested):
             raise SessionError(f"model {requested!r} is retired (Moonshot answers 404); "
@@ -119,7 +119,7 @@ class ModelChoice:
         s = self.settings
         return replace(
             opts,
-            max_completion_tokens=opts.max_completion_tokens or s.max_completion_tokens,
+            max_completion_tokens=self.output_reservation(opts),
             think=opts.think if opts.think is not None else s.think,
             effort=(opts.effort or s.effort) if model.effort else opts.effort,
             cache_ttl=opts.cache_ttl or s.cache_ttl,

@@ -158,7 +158,7 @@ class Guard:
         cap = output_cap(chosen, full, total)
         left = s.cache_seconds_left()
         prefix = total - layers["prompt"]
-        floor = min(full.max_completion_tokens or s.settings.max_completion_tokens or 4096,
+        floor = min(opts.max_completion_tokens or s.settings.max_completion_tokens or 4096,
                     chosen.context_length // 4)
         compacts_first = (s.settings.compact_mode != "off"
                           and total + floor > chosen.context_length)
