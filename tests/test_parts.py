@@ -18,12 +18,30 @@ def test_calibration_corrects_estimates_within_bounds():
     acc = Accounting(Settings(), clock=lambda: 5.0)
     ctx = Context(history=(Message.of("user", "hello there " * 50),))
     local = ctx.tokens
-    acc.calibrate(prompt_tokens=local * 2, local_tokens=local)
+    acc.calibrate(local * 2, local)
     assert acc.tokens(ctx) == int(local * 2) and not acc.is_exact(ctx)
-    acc.calibrate(prompt_tokens=local * 100, local_tokens=local)
+    acc.calibrate(local * 100, local)
     assert acc.calibration == 3.0, "one odd count never skews every estimate beyond 3x"
-    acc.counted(ctx, 1234)
+    acc.learn([("history", m) for m in ctx.history], 1234)
     assert acc.tokens(ctx) == 1234 and acc.is_exact(ctx)
+
+
+def test_a_count_is_shared_among_the_messages_it_did_not_know_and_tools_kept_apart():
+    acc = Accounting(Settings(), clock=lambda: 5.0)
+    first = Message.of("user", "what is the weather like " * 10)
+    acc.learn([("history", first)], 100)
+    pin = Message.of("system", "a,b,c\n1,2,3\n" * 40)
+    user = Message.of("user", "and now?")
+    tools = [{"type": "function", "function": {"name": "weather", "parameters": {}}}]
+    acc.learn([("history", first), ("pins", pin), ("history", user)], 100 + 400 + 60, tools)
+    # The first message keeps its count; the new ones share the rest; the tools schemas
+    # took what the messages' estimates leave, and never reach a layer.
+    ctx = Context(pins=(), history=(first, user))
+    assert acc.message_tokens(first) == 100
+    assert acc.message_tokens(pin) + acc.message_tokens(user) + sum(acc.tools_known.values()) \
+        == 460
+    assert acc.factors == {"history": 100 / first.tokens}, "a tools count teaches no layer"
+    assert acc.tokens(ctx) == acc.layers(ctx)["history"]
 
 
 def test_one_call_row_per_call_and_totals_by_model():

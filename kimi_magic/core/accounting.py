@@ -2,25 +2,45 @@
 
 One path records every call, whatever made it (a turn, a compress, a fan-out item, a batch
 line): usage (the server's, or a calibrated local estimate when it sent none) → cost at the
-model's price → a call row → the store. The calibration factor (server's count over the local
-estimate, learnt from each exact turn) corrects every later estimate.
+model's price → a call row → the store. Token figures come from one place, ``message_tokens``:
+the server's count of each message it has seen (learnt from every call), else a local
+estimate corrected by its layer's calibration factor.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from ..wire.reply import Reply, Usage
 from . import tokens
-from .context import Context
+from .context import Context, Message, Pin
 from .models import Model
 from .settings import Settings
 from .store import Store
 
 #: Calibration stays within these bounds: one odd count must not skew every estimate.
 CALIBRATION_BOUNDS = (0.3, 3.0)
+#: A count teaches a layer's calibration when that layer holds this share of what was new
+#: in it (a pin and a one-line prompt teach the pins'; a pin and a long reply teach nothing).
+DOMINANT = 0.9
+#: The context's layers, in the order a request sends them.
+LAYERS = ("system", "pins", "summary", "history")
+
+
+def layered(ctx: Context) -> Iterator[tuple[str, Message]]:
+    """``(layer, message)`` for every message of ``ctx``, in the order they are sent."""
+    if ctx.system is not None:
+        yield "system", ctx.system
+    for pin in ctx.pins:
+        yield "pins", pin.message
+    if ctx.summary is not None:
+        yield "summary", ctx.summary
+    for m in ctx.history:
+        yield "history", m
 
 
 class Accounting:
@@ -40,36 +60,130 @@ class Accounting:
         self.clock = clock
         #: Every recorded call of the session, oldest first (chat, compress and map rows).
         self.calls: list[dict[str, Any]] = calls if calls is not None else []
-        #: Server-counted prompt tokens over the local estimate (1.0 until an exact turn).
-        self.calibration = calibration
-        self.exact: tuple[Context, int] | None = None
+        #: Server tokens per local token, per layer (history's is the default factor).
+        self.factors: dict[str, float] = {"history": calibration}
+        #: The weighted counts each factor was learnt from: layer → (server, local).
+        self.seen: dict[str, tuple[float, float]] = {}
+        #: Server-counted tokens per message (by content hash), learnt from every call.
+        self.known: dict[str, int] = {}
+        #: Server-counted tokens of a set of tools schemas (by hash): never in the context.
+        self.tools_known: dict[str, int] = {}
+        #: Replies counted as generated (``completion_tokens``), until a prompt counts them.
+        self.generated: dict[str, int] = {}
 
     # -- tokens ---------------------------------------------------------------------------------
-    def estimate(self, local_tokens: int) -> int:
-        """A local token estimate corrected by the calibration factor."""
-        return int(local_tokens * self.calibration)
+    # Every token figure a view shows comes from ``message_tokens``: a message the server has
+    # counted (its share of a prompt's ``prompt_tokens``) shows that count, any other its local
+    # estimate times the calibration factor of its layer. Layers are sums of messages, the
+    # total is the sum of the layers, a pin's size is its message's: so they always agree.
+    def estimate(self, local_tokens: int, layer: str = "history") -> int:
+        """A local token estimate corrected by the calibration factor of ``layer``."""
+        return int(local_tokens * self.factor(layer))
 
-    def tokens(self, ctx: Context) -> int:
-        """Tokens ``ctx`` holds: exact if the server counted this very context."""
-        if self.is_exact(ctx):
-            return self.exact[1]  # type: ignore[index]
-        return self.estimate(ctx.tokens)
+    def factor(self, layer: str = "history") -> float:
+        """Server tokens per local token for ``layer`` (the history's until it has its own)."""
+        return self.factors.get(layer) or self.factors.get("history") or 1.0
 
-    def is_exact(self, ctx: Context) -> bool:
-        return bool(self.exact and self.exact[0] is ctx)
+    @property
+    def calibration(self) -> float:
+        """The history's calibration factor (the one persisted and shown)."""
+        return self.factor("history")
+
+    @calibration.setter
+    def calibration(self, value: float) -> None:
+        self.factors["history"] = value
+
+    def message_tokens(self, m: Message, layer: str = "history") -> int:
+        """Tokens of one message: the server's count if it counted it, else an estimate."""
+        known = self.known.get(m.hash, self.generated.get(m.hash))
+        return known if known is not None else self.estimate(m.tokens, layer)
 
     def layers(self, ctx: Context) -> dict[str, int]:
-        return {k: self.estimate(v) for k, v in ctx.layers.items()}
+        """Tokens per layer (system, pins, summary, history); their sum is ``tokens(ctx)``."""
+        out = dict.fromkeys(LAYERS, 0)
+        for layer, m in layered(ctx):
+            out[layer] += self.message_tokens(m, layer)
+        return out
 
-    def counted(self, ctx: Context, n: int) -> None:
-        """The server counted ``n`` tokens for exactly ``ctx``."""
-        self.exact = (ctx, n)
+    def tokens(self, ctx: Context, *extra: Message) -> int:
+        """Tokens ``ctx`` holds (plus ``extra`` messages after it, e.g. the next prompt)."""
+        return (sum(self.layers(ctx).values())
+                + sum(self.message_tokens(m) for m in extra))
 
-    def calibrate(self, prompt_tokens: int, local_tokens: int) -> None:
-        """Learn from an exact count of a prompt estimated locally at ``local_tokens``."""
-        if prompt_tokens and local_tokens > 0:
-            low, high = CALIBRATION_BOUNDS
-            self.calibration = min(high, max(low, prompt_tokens / local_tokens))
+    def pin_tokens(self, pin: Pin) -> int:
+        """Tokens of one pin, as its layer counts it."""
+        return self.message_tokens(pin.message, "pins")
+
+    def is_exact(self, ctx: Context) -> bool:
+        """Whether the server counted every message of ``ctx``."""
+        return all(self.counted(m) for m in ctx.messages())
+
+    def counted(self, m: Message) -> bool:
+        """Whether the server has counted ``m`` (in a prompt, or as the reply it generated)."""
+        return m.hash in self.known or m.hash in self.generated
+
+    def learn(self, sent: Sequence[tuple[str, Message]], server_tokens: int,
+              tools: Any = None) -> None:
+        """The server counted ``server_tokens`` for the messages ``sent`` (``(layer,
+        message)`` pairs, in order) plus the ``tools`` schemas sent with them.
+
+        What it counted beyond the messages it had counted in earlier prompts is shared
+        among the others (by their local estimates). A layer's calibration learns only from
+        a count whose new messages (nearly) all belong to it, so a CSV pin does not skew
+        prose, and
+        tools schemas, which never enter the context, keep a count of their own (learnt once
+        per set of schemas), so a tool turn compares like with like.
+        """
+        if server_tokens <= 0:
+            return
+        new = list({m.hash: (layer, m) for layer, m in sent if m.hash not in self.known}
+                   .values())
+        rest = server_tokens - sum(self.known[m.hash] for _, m in sent if m.hash in self.known)
+        if tools:
+            key = hashlib.sha256(json.dumps(tools, sort_keys=True).encode()).hexdigest()
+            if key not in self.tools_known:
+                # The messages are text the calibration knows; the schemas take the rest.
+                guess = sum(self.message_tokens(m, layer) for layer, m in new)
+                self.tools_known[key] = max(0, rest - guess)
+            rest -= self.tools_known[key]
+        if not new or rest <= 0:
+            return
+        local = sum(m.tokens for _, m in new) or 1
+        given = 0
+        for i, (_, m) in enumerate(new):
+            n = rest - given if i == len(new) - 1 else min(rest - given,
+                                                            round(rest * m.tokens / local))
+            self.known[m.hash] = n
+            self.generated.pop(m.hash, None)
+            given += n
+        weight: dict[str, int] = {}
+        for layer, m in new:
+            weight[layer] = weight.get(layer, 0) + m.tokens
+        layer, most = max(weight.items(), key=lambda kv: kv[1])
+        if most >= DOMINANT * local and not tools:
+            self.calibrate(rest, local, layer)
+
+    def generated_reply(self, m: Message, completion_tokens: int) -> None:
+        """The server generated ``m`` in ``completion_tokens``: its count until the next
+        prompt counts it (a reply costs about what it took to generate, plus the message's
+        own overhead)."""
+        if completion_tokens > 0 and m.hash not in self.known:
+            self.generated[m.hash] = completion_tokens + tokens.MESSAGE_OVERHEAD
+
+    def calibrate(self, server_tokens: int, local_tokens: int, layer: str = "history") -> None:
+        """Learn from a server count of messages estimated locally at ``local_tokens``.
+
+        Earlier counts keep half their weight at each new one: one odd count moves the factor
+        but cannot swing it, and small messages (whose overhead dominates) weigh little.
+        """
+        if server_tokens <= 0 or local_tokens <= 0:
+            return
+        seen_server, seen_local = self.seen.get(layer, (0.0, 0.0))
+        seen_server = seen_server / 2 + server_tokens
+        seen_local = seen_local / 2 + local_tokens
+        self.seen[layer] = (seen_server, seen_local)
+        low, high = CALIBRATION_BOUNDS
+        self.factors[layer] = min(high, max(low, seen_server / seen_local))
 
     # -- usage and cost ---------------------------------------------------------------------------
     def usage(self, reply: Reply, sent: int) -> Usage:

@@ -381,6 +381,7 @@ class Compaction:
             snap = c.snapshot("auto: before compress" if auto else None, auto=auto)
             c.commit(replace(ctx, summary=summary, history=history),
                      call=row, archive=("compressed", old), new_history=True)
+            c.count_prefix()
             res = CompressResult(before, c.tokens(), len(old), result, snap, cost,
                                  summary_tokens=summary.tokens, replaced_tokens=replaced)
             c.events.notify("compact", res)

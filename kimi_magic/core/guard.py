@@ -149,11 +149,11 @@ class Guard:
         ctx = s.context
         user = Message.of("user", prompt) if prompt else None
         notices: list[str] = []
-        local = ctx.tokens + (user.tokens if user else 0)
-        chosen = s.choice.choose(model, s.accounting.estimate(local), opts, notices)
+        chosen = s.choice.choose(model, s.accounting.tokens(ctx, *([user] if user else [])),
+                                 opts, notices)
         full = s.choice.options(opts, chosen)
         layers = s.layers()
-        layers["prompt"] = s.accounting.estimate(user.tokens) if user else 0
+        layers["prompt"] = s.accounting.message_tokens(user) if user else 0
         total = sum(layers.values())
         cap = output_cap(chosen, full, total)
         left = s.cache_seconds_left()

@@ -33,16 +33,21 @@ class Pinning:
                 pins.append(pin)
             self.check_budget(pins)
             c.commit(replace(c.context, pins=tuple(pins)))
+            # Counted by the server at once (before any view shows it), so the first estimate
+            # after a pin is the server's figure, not the local tokenizer's guess (which is far
+            # off on CSV and numbers).
+            c.count_prefix()
             c.events.notify("pin", pin)
 
     def check_budget(self, pins: list[Pin]) -> None:
         """A one-line error if ``pins`` would take more than the pin budget."""
         c = self.conversation
         limit = c.settings.pin_limit(c.model().context_length)
-        total = sum(p.tokens for p in pins)
+        size = {p.name: c.accounting.pin_tokens(p) for p in pins}
+        total = sum(size.values())
         if total > limit:
-            biggest = ", ".join(f"{p.name} ({p.tokens:,})"
-                                for p in sorted(pins, key=lambda p: -p.tokens)[:3])
+            biggest = ", ".join(f"{p.name} ({size[p.name]:,})"
+                                for p in sorted(pins, key=lambda p: -size[p.name])[:3])
             raise SessionError(f"pins would take ~{total:,} tokens, over the pin budget of "
                                f"{limit:,} (%config KimiMagic.pin_budget); biggest: {biggest}")
 

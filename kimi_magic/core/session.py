@@ -33,7 +33,7 @@ from ..wire.errors import KimiError
 from ..wire.events import OnEvent
 from ..wire.request import Options
 from . import branching
-from .accounting import Accounting
+from .accounting import Accounting, layered
 from .choice import ModelChoice
 from .compaction import Compaction, CompressResult
 from .context import Context, Message, Pin, Snapshot, block
@@ -88,6 +88,7 @@ class Session:
             self.context, _model, state = loaded
             self.last_call = state.get("last_call")
             self.accounting.calibration = state.get("calibration", 1.0)
+            self.accounting.factors.update(state.get("calibration_layers") or {})
             self.tree.load(state.get("current_snapshot"))
             self.accounting.calls = self.store.turns(name)
         else:
@@ -142,6 +143,7 @@ class Session:
         """What the store keeps of the session beside its context."""
         return {"model": self.settings.model, "last_call": self.last_call,
                 "calibration": self.accounting.calibration,
+                "calibration_layers": dict(self.accounting.factors),
                 "current_snapshot": self.tree.current}
 
     # -- tokens and cost ----------------------------------------------------------------------
@@ -169,7 +171,40 @@ class Session:
         return self.accounting.is_exact(self.context)
 
     def layers(self) -> dict[str, int]:
+        """Tokens per layer of the context; they sum to ``tokens()``."""
         return self.accounting.layers(self.context)
+
+    def message_tokens(self, m: Message, layer: str = "history") -> int:
+        """Tokens of one message, as the layers and the total count it."""
+        return self.accounting.message_tokens(m, layer)
+
+    def pin_tokens(self, pin: Pin) -> int:
+        """Tokens of one pin, as the pins layer counts it."""
+        return self.accounting.pin_tokens(pin)
+
+    def snapshot_tokens(self, snap: Snapshot) -> int:
+        """Tokens of a snapshot: the live figure for the one the session is at."""
+        return self.tree.tokens(snap)
+
+    def here(self) -> Snapshot | None:
+        """The snapshot whose context is the session's now (none after a new turn)."""
+        return self.tree.here()
+
+    def count_prefix(self) -> None:
+        """After a new pin, summary or system prompt: have the server count the stable
+        prefix (system, pins, summary) when it holds a message it has not counted. Free on
+        Moonshot; skipped without a key, and left to the next turn's usage when the server
+        cannot count (vLLM, llama.cpp)."""
+        prefix = [(layer, m) for layer, m in layered(self.context) if layer != "history"]
+        if not prefix or all(self.accounting.counted(m) for _, m in prefix):
+            return
+        if self.connection is None and not self.settings.api_key:
+            return
+        try:
+            n = self.client.count_tokens(self.model().id, [m.data for _, m in prefix])
+        except KimiError:
+            return
+        self.accounting.learn(prefix, n)
 
     def cache_ttl(self) -> float:
         return CACHE_TTL_LONG_SECONDS if self.settings.cache_ttl else CACHE_TTL_SECONDS
@@ -201,7 +236,7 @@ class Session:
             "fill": held / window if window else 0.0,
             "threshold": self.settings.threshold(window, model.compact_at),
             "rounds": len(self.context.rounds), "turns": calls["turns"],
-            "pins": [(p.name, p.kind, p.tokens) for p in self.context.pins],
+            "pins": [(p.name, p.kind, self.pin_tokens(p)) for p in self.context.pins],
             "snapshots": len(self.snapshots), "summary": self.context.summary is not None,
             "cost_total": calls["cost_total"], "cost_last": calls["cost_last"],
             "priced": model.priced,
@@ -249,7 +284,7 @@ class Session:
     def choose_model(self, requested: str | None, base: Context, prompt: str,
                      opts: Options, notices: list[str]) -> Model:
         """The model for ``prompt`` on top of ``base`` (``auto``: the cheapest that fits)."""
-        need = self.accounting.estimate(base.tokens + Message.of("user", prompt).tokens)
+        need = self.accounting.tokens(base, Message.of("user", prompt))
         return self.choice.choose(requested, need, opts, notices)
 
     def request_options(self, opts: Options, model: Model) -> Options:
@@ -361,6 +396,7 @@ class Session:
             if text == (self.context.system.text if self.context.system else ""):
                 return False
             self.commit(replace(self.context, system=Message.of("system", text) if text else None))
+            self.count_prefix()
             return True
 
     # -- pins -------------------------------------------------------------------------------------
@@ -378,6 +414,10 @@ class Session:
 
     def history(self) -> list[Message]:
         return list(self.context.messages())
+
+    def history_tokens(self) -> list[int]:
+        """Tokens of each message of ``history()``, as the layers count them."""
+        return [self.accounting.message_tokens(m, layer) for layer, m in layered(self.context)]
 
 
 def connect(s: Settings) -> KimiClient:

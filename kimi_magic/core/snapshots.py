@@ -65,6 +65,20 @@ class SnapshotTree:
             c.events.notify("snapshot", snap)
             return snap
 
+    def here(self) -> Snapshot | None:
+        """The snapshot whose context is the live one: where the session is, as every view
+        marks it. After a new turn, a compress or a truncate, none is (the snapshot taken
+        before a compress holds what it replaced)."""
+        ctx = self.conversation.context
+        return next((s for s in reversed(self.saved) if s.holds(ctx)), None)
+
+    def tokens(self, snap: Snapshot) -> int:
+        """Tokens of ``snap``: for the one the session is at, the live figure (the headline
+        and its row must agree as the server's counts refine it), else the recorded one."""
+        if snap.holds(self.conversation.context):
+            return self.conversation.tokens()
+        return snap.tokens
+
     def find(self, target: int | str | None = None) -> Snapshot:
         """The snapshot with this id or label (default: the latest), or a one-line error."""
         if not self.saved:

@@ -18,6 +18,7 @@ from ..wire.messages import is_web_search, tool_message
 from ..wire.reply import Reply, Usage
 from ..wire.request import Options, build_request
 from . import models as model_table
+from .accounting import layered
 from .compaction import Compaction
 from .context import Context, Message
 from .conversation import Conversation
@@ -103,10 +104,9 @@ class Ask:
         base, replaced, replaced_rounds = self.base()
         user = Message({"role": "user", "content": self.prompt},
                        {"cell_id": self.cell_id} if self.cell_id else {})
-        chosen = c.choice.choose(self.requested, c.accounting.estimate(base.tokens + user.tokens),
-                                 self.options, self.notices)
+        sent = c.accounting.tokens(base, user)
+        chosen = c.choice.choose(self.requested, sent, self.options, self.notices)
         self.options = c.choice.thinking(chosen, self.options, self.notices)
-        sent = c.accounting.estimate(base.tokens + user.tokens)
         cap = output_cap(chosen, c.choice.options(self.options, chosen), sent)
         c.guard.check("this turn", chosen, worst_cost(chosen, sent, cap),
                       f"~{sent:,} tokens in, up to {cap:,} out")
@@ -137,9 +137,6 @@ class Ask:
             self.record(ex, replaced_rounds)
         turn.context_tokens = c.tokens()
         if turn.recorded:
-            if turn.usage.exact and turn.usage.prompt_tokens:
-                c.accounting.calibrate(turn.usage.prompt_tokens,
-                                       c.context.tokens - c.context.history[-1].tokens)
             line = self.compaction.after_turn(chosen)
             if line:
                 turn.notices.append(line)
@@ -191,14 +188,16 @@ class Ask:
         opts, tools, on_delta = self.options, self.tools, self.on_delta
         steps = 0
         while True:
-            sent = ex.base.tokens + sum(m.tokens for m in ex.new)
+            local = ex.base.tokens + sum(m.tokens for m in ex.new)
             was_current = ex.base is c.context
-            reply = self.call(chosen, messages, opts, ex.base, ex.new, sent)
+            reply = self.call(chosen, messages, opts, ex.base, ex.new,
+                              c.accounting.tokens(ex.base, *ex.new))
             if was_current and ex.base is not c.context:
                 # The server refused the length and call() compacted and retried: the turn
                 # now extends the compacted context, not the one we started from.
                 ex.base = c.context
-            usage = c.accounting.usage(reply, sent)
+            self.learn(ex, opts, reply)
+            usage = c.accounting.usage(reply, local)
             cost = c.accounting.cost(chosen, usage)
             ex.usage.add(usage)
             ex.cost = None if cost is None or ex.cost is None else ex.cost + cost
@@ -212,6 +211,8 @@ class Ask:
             # Usage rides in meta (never sent) so exports can show what each reply cost.
             ex.new.append(Message(assistant, {"model": chosen.id, "cost": cost,
                                               "usage": asdict(usage)}))
+            if reply.usage is not None:
+                c.accounting.generated_reply(ex.new[-1], reply.usage.completion_tokens)
             messages.append(assistant)
             if not (tools and reply.tool_calls and reply.finish_reason == "tool_calls"):
                 break
@@ -243,8 +244,7 @@ class Ask:
         """One request; on the server's token-limit error, compact once and retry."""
         c = self.conversation
         full = c.choice.options(opts, model)
-        body = build_request(model, messages, full, c.accounting.estimate(sent),
-                             c.client.detect_server())
+        body = build_request(model, messages, full, sent, c.client.detect_server())
         try:
             return c.client.chat(body, self.on_delta)
         except KimiError as err:
@@ -264,9 +264,20 @@ class Ask:
                             "once.")
         c.compact(model, reason="token limit from the server")
         messages[:] = list(c.context.wire()) + [new[0].data]
-        est = c.accounting.estimate(c.context.tokens + new[0].tokens)
+        est = c.accounting.tokens(c.context, new[0])
         body = build_request(model, messages, full, est, c.client.detect_server())
         return c.client.chat(body, self.on_delta)
+
+    def learn(self, ex: Exchange, opts: Options, reply: Reply) -> None:
+        """Learn from the server's count of the prompt just sent: the base context, the
+        turn's messages so far, a partial-mode prefix, and the tools schemas (kept apart)."""
+        if reply.usage is None or not reply.usage.exact:
+            return
+        sent = list(layered(ex.base)) + [("history", m) for m in ex.new]
+        if opts.prefix is not None:
+            sent.append(("history", Message({"role": "assistant", "content": opts.prefix,
+                                             "partial": True})))
+        self.conversation.accounting.learn(sent, reply.usage.prompt_tokens, opts.tools)
 
     # -- record ---------------------------------------------------------------------------------
     def record_call(self, ex: Exchange) -> None:
@@ -283,19 +294,14 @@ class Ask:
         c = self.conversation
         acc = c.accounting
         row = acc.call("chat", ex.reply.model, ex.usage, ex.cost, ex.seconds, self.cell_id)
-        exact_tokens = None
-        if ex.reply.usage is not None and ex.usage.exact:
-            exact_tokens = ex.reply.usage.prompt_tokens + ex.reply.usage.completion_tokens
         with c.store.transaction() as conn:
             base = c.store.ensure_chain(conn, ex.base)
             node = c.store.append(conn, base.node if base.history else None, ex.new)
             after = replace(base.append(*ex.new), node=node)
             if replaced_rounds:
                 c.store.archive(conn, c.name, "replaced", replaced_rounds)
-            row["context_tokens"] = exact_tokens or acc.estimate(after.tokens)
+            row["context_tokens"] = acc.tokens(after)
             acc.write(c.store, conn, c.name, [row])
             c.context = after
             c.store.save_head(conn, c.name, after, c.settings.model, c.state())
         acc.remember(c.name, [row])
-        if exact_tokens is not None:
-            acc.counted(after, exact_tokens)

@@ -266,16 +266,22 @@ def message_summary(text: str, limit: int = 100) -> str:
     return clip(text, limit)
 
 
-def history_bundle(name: str, messages: Iterable[Any]) -> dict[str, str]:
-    """``%kimi history``: one row per message, pins by name, reasoning and tool calls noted."""
+def history_bundle(name: str, messages: Iterable[Any],
+                   sizes: Iterable[int] | None = None) -> dict[str, str]:
+    """``%kimi history``: one row per message, pins by name, reasoning and tool calls noted.
+
+    ``sizes`` are the messages' tokens as the session counts them (``history_tokens``);
+    without them, the local estimates."""
     rows = []
-    for i, m in enumerate(messages):
+    messages = list(messages)
+    counts = list(sizes) if sizes is not None else [m.tokens for m in messages]
+    for i, (m, n) in enumerate(zip(messages, counts, strict=True)):
         text = message_summary(m.text)
         if text.startswith("📌 ") and text.count("📌") == 1:
-            text = text[:-1] + f", ~{m.tokens:,} tokens)"
+            text = text[:-1] + f", ~{n:,} tokens)"
         extra = " [reasoning]" if m.reasoning else ""
         extra += f" [{len(m.tool_calls)} tool calls]" if m.tool_calls else ""
-        rows.append([i, m.role, text + extra, f"~{m.tokens:,}"])
+        rows.append([i, m.role, text + extra, f"~{n:,}"])
     return table_bundle(["#", "role", "content", "tokens"], rows, f"History of {name}")
 
 

@@ -307,7 +307,7 @@ class Dashboard(widgets.VBox):
             snap = self.session.snapshot(self.label.value.strip() or None)
             self.label.value = ""
             return (f"Snapshot #{snap.id}{_quoted(snap.label)}: {snap.rounds} rounds, "
-                    f"~{snap.tokens:,} tokens.")
+                    f"~{self.session.snapshot_tokens(snap):,} tokens.")
 
         self._run(op)
 
@@ -331,7 +331,8 @@ class Dashboard(widgets.VBox):
         def op() -> str:
             snap = self.session.rollback(target)
             return (f"Rolled back to snapshot #{snap.id}{_quoted(snap.label)}: {snap.rounds} "
-                    f"rounds, ~{snap.tokens:,} tokens; the state you left is kept as a snapshot.")
+                    f"rounds, ~{self.session.snapshot_tokens(snap):,} tokens; the state you left "
+                    "is kept as a snapshot.")
 
         self._run(op)
 
@@ -398,9 +399,10 @@ def _snapshot_entries(s: Session, show_all: bool, rollback: Callable[[int], None
     entries = []
     for snap in reversed(s.snapshots if show_all else s.snapshots[-RECENT:]):
         # "Here" marks the snapshot whose context is the live one (none after new turns).
-        here = snap.holds(s.context)
-        entries.append((snap.id, (snap.label, snap.rounds, snap.tokens, here),
-                        lambda snap=snap, here=here: snapshot_row(snap, here),
+        here = snap is s.here()
+        n = s.snapshot_tokens(snap)
+        entries.append((snap.id, (snap.label, snap.rounds, n, here),
+                        lambda snap=snap, here=here, n=n: snapshot_row(snap, here, n),
                         lambda sid=snap.id: rollback(sid), "Rollback", "kimi-rollback-to",
                         f"Restore snapshot #{snap.id}",
                         ((lambda sid=snap.id: fork(sid), "Fork", "kimi-fork-from",
@@ -615,11 +617,13 @@ def _title(text: str, note: str = "") -> str:
             f'font-size:var(--jp-ui-font-size1,13px)">{html.escape(text)}{extra}</div>')
 
 
-def snapshot_row(snap: Any, here: bool) -> str:
-    """One snapshot as a row that wraps at narrow widths instead of clipping."""
+def snapshot_row(snap: Any, here: bool, tokens: int | None = None) -> str:
+    """One snapshot as a row that wraps at narrow widths instead of clipping; ``tokens`` is
+    the figure to show (``Session.snapshot_tokens``; default: the recorded one)."""
     unlabelled = _unlabelled(snap.label)
+    tokens = snap.tokens if tokens is None else tokens
     details = [time.strftime("%H:%M:%S", time.localtime(snap.time)), f"{snap.rounds} rounds",
-               f"{snap.tokens:,} tokens", f"from #{snap.parent}" if snap.parent else "",
+               f"{tokens:,} tokens", f"from #{snap.parent}" if snap.parent else "",
                "auto" if snap.auto else ""]
     return _row([("●" if here else "", "1em", BRAND, "0"), (f"#{snap.id}", "auto", FONT2, "0"),
                  ("(no label)" if unlabelled else snap.label, "8em",

@@ -158,6 +158,21 @@ class KimiClient:
                 self._server = guess_server(self.base_url, next(iter(owners), ""))
         return self._models
 
+    def count_tokens(self, model: str, messages: list[dict[str, Any]]) -> int:
+        """``POST /v1/tokenizers/estimate-token-count``: the server's count of ``messages``
+        (tools schemas are not counted there). One attempt: a count is a refinement."""
+        try:
+            raw = self.sdk.post("/tokenizers/estimate-token-count",
+                                body={"model": model, "messages": messages}, cast_to=object)
+        except Exception as exc:
+            raise self.error(exc) from None
+        data = raw.get("data") if isinstance(raw, dict) else None
+        total = data.get("total_tokens") if isinstance(data, dict) else None
+        if not isinstance(total, int) or isinstance(total, bool):
+            raise KimiError("bad_response", "the token count came back without "
+                            "data.total_tokens")
+        return total
+
     # -- chat ---------------------------------------------------------------------------
     def chat(self, body: dict[str, Any], on_delta: OnEvent | None = None,
              sleep: Callable[[float], None] = time.sleep) -> Reply:

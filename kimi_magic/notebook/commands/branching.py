@@ -35,7 +35,7 @@ def _round_arg(help: str) -> Any:
 def show(magic: Any, args: Any) -> None:
     """Print round N of the context in full: the prompt, the reply and any tool calls."""
     for m in magic.session.round(args.round):
-        print(f"── {m.role} (~{m.tokens:,} tokens)")
+        print(f"── {m.role} (~{magic.session.message_tokens(m):,} tokens)")
         if m.reasoning:
             print(f"[reasoning]\n{m.reasoning}\n[/reasoning]")
         if m.text:

@@ -16,7 +16,8 @@ from .registry import arg, command, one_of
 @command("history")
 def history(magic: Any, args: Any) -> None:
     """List the messages the next turn sends: role, the start of the text, tokens."""
-    display(history_bundle(magic.session.name, magic.session.history()), raw=True)
+    s = magic.session
+    display(history_bundle(s.name, s.history(), s.history_tokens()), raw=True)
 
 
 @command("reset")
@@ -35,7 +36,8 @@ def snapshot(magic: Any, args: Any) -> None:
     Example: %kimi snapshot "before big change"
     """
     snap = magic.session.snapshot(args.label or None)
-    print(f"Snapshot #{snap.id} {snap.label!r}: {snap.rounds} rounds, ~{snap.tokens:,} tokens.")
+    print(f"Snapshot #{snap.id} {snap.label!r}: {snap.rounds} rounds, "
+          f"~{magic.session.snapshot_tokens(snap):,} tokens.")
 
 
 @command("snapshots")
@@ -45,9 +47,10 @@ def snapshots(magic: Any, args: Any) -> None:
     if not s.snapshots:
         print("No snapshots yet: %kimi snapshot [LABEL] takes one.")
         return
-    rows = [[("→ " if snap.id == s.current_snapshot else "  ") + str(snap.id), snap.label,
+    here = s.here()
+    rows = [[("→ " if snap is here else "  ") + str(snap.id), snap.label,
              time.strftime("%H:%M:%S", time.localtime(snap.time)), snap.rounds,
-             f"{snap.tokens:,}", snap.parent or "", "auto" if snap.auto else ""]
+             f"{s.snapshot_tokens(snap):,}", snap.parent or "", "auto" if snap.auto else ""]
             for snap in s.snapshots]
     display(table_bundle(["id", "label", "time", "rounds", "tokens", "parent", ""], rows,
                          f"Snapshots of {s.name}"), raw=True)
@@ -59,7 +62,8 @@ def rollback(magic: Any, args: Any) -> None:
     """Go back to a snapshot; the state you leave is kept as a snapshot too."""
     snap = magic.session.rollback(args.target or None)
     print(f"Rolled back to snapshot #{snap.id} {snap.label!r}: {snap.rounds} rounds, "
-          f"~{snap.tokens:,} tokens. The state you left is kept as a snapshot too. "
+          f"~{magic.session.snapshot_tokens(snap):,} tokens. The state you left is kept as a "
+          "snapshot too. "
           "This restores the conversation, not the kernel's variables: code that ran "
           "(yours or --agent's) has left them as they are.")
 

@@ -70,7 +70,7 @@ def deliver(magic: Any, session: Session, out: str | None, pin_name: str | None,
     """Put results in ``out`` (or return them as the cell's value) and pin them if asked."""
     if pin_name:
         pin = pin_results(session, items, results, pin_name)
-        print(f"Pinned the results as {pin.name!r} (~{pin.tokens:,} tokens).")
+        print(f"Pinned the results as {pin.name!r} (~{session.pin_tokens(pin):,} tokens).")
     if out:
         magic.shell.user_ns[out] = results
         return None

@@ -20,7 +20,7 @@ def pin_and_say(magic: Any, session: Session, target: str, name: str | None = No
     """Pin a variable, expression or file into ``session`` and say what it cost."""
     pin = pins.pin(session, target, magic.shell.user_ns, name=name, max_tokens=max_tokens,
                    frozen=frozen)
-    print(f"Pinned {pin.name!r} ({pin.kind}, ~{pin.tokens:,} tokens"
+    print(f"Pinned {pin.name!r} ({pin.kind}, ~{session.pin_tokens(pin):,} tokens"
           f"{', frozen' if pin.frozen else ''}).")
 
 
@@ -55,11 +55,12 @@ def unpin(magic: Any, args: Any) -> None:
 @command("pins")
 def list_pins(magic: Any, args: Any) -> None:
     """List the pins: kind, tokens, source, last refresh, live or frozen."""
-    current = magic.session.context.pins
+    s = magic.session
+    current = s.context.pins
     if not current:
         print("No pins: %kimi pin VARIABLE_OR_PATH adds one.")
         return
-    rows = [[p.name, p.kind, f"~{p.tokens:,}", p.source,
+    rows = [[p.name, p.kind, f"~{s.pin_tokens(p):,}", p.source,
              time.strftime("%H:%M:%S", time.localtime(p.updated)) if p.updated else "",
              "frozen" if p.frozen else "live"] for p in current]
     display(table_bundle(["name", "kind", "tokens", "source", "updated", ""], rows, "Pins"),
@@ -84,4 +85,4 @@ PIN_CELL = Grammar("%%kimi_pin", [
 def pin_cell(magic: Any, args: Any, cell: str) -> None:
     """``%%kimi_pin NAME``: pin the cell body as text."""
     made = pins.pin_text(magic.session, args.name, cell)
-    print(f"Pinned {made.name!r} (text, ~{made.tokens:,} tokens).")
+    print(f"Pinned {made.name!r} (text, ~{magic.session.pin_tokens(made):,} tokens).")
