@@ -109,3 +109,26 @@ def test_the_fact_check_grows_linearly():
     # missing fact would be facts x sentences: 16x), a few per fact.
     assert large.comparisons < 5 * small.comparisons
     assert small.comparisons < 3 * small.facts and large.comparisons < 3 * large.facts
+
+
+def test_the_fact_check_compiles_no_pattern_per_fact():
+    source, summary = corpus(200)
+    compress._token_pattern.cache_clear()
+    result = compress.check(source, summary, 3000)[1]
+    assert result.facts > 500 and result.missing
+    # present() tests edges by hand: thousands of facts, not one regex compiled for them.
+    assert compress._token_pattern.cache_info().misses == 0
+
+
+def test_fact_extraction_reads_only_runs_that_can_hold_a_fact(monkeypatch):
+    prose = "the model converged and we kept the batch as it was\n" * 400
+    text = prose + "but run RUN-8841 at /srv/a.csv failed: ValueError: bad shape\n" + prose
+    seen: list[int] = []
+    finditer = compress._FACT.finditer
+    monkeypatch.setattr(compress, "_FACT", type("P", (), {
+        "finditer": staticmethod(lambda s: (seen.append(len(s)), finditer(s))[1])})())
+    assert compress.facts(text) == [
+        "but run RUN-8841 at /srv/a.csv failed: ValueError: bad shape", "RUN-8841",
+        "/srv/a.csv", "ValueError"]
+    # The big pattern ran over the few words with a digit, capital, "/", "." or "_".
+    assert seen and sum(seen) < 60

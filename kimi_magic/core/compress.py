@@ -62,6 +62,11 @@ _TIME_OF_DAY = re.compile(r"\b\d{1,2}:\d{2}(?::\d{2})?(?:[.,]\d+)?\b")
 _NOT_FACTS = {"e.g", "i.e", "etc", "vs"}
 _ERROR_LINE = re.compile(
     r"^.*(?:\b\w*(?:Error|Exception)\b|\bFAILED\b|\bfailed\b|\b[Ee]rror:).*$", re.M)
+#: Every line ``_ERROR_LINE`` matches holds one of these.
+_ERROR_WORD = re.compile(r"Error|Exception|FAILED|failed|rror:")
+#: A run of non-space characters holding one that every ``_FACT`` match needs: a digit, a
+#: capital, "/", "." or "_" (possessive, so a run without one is rejected in one pass).
+_MAY_HOLD_FACT = re.compile(r"(?<!\S)[^\s\dA-Z/._]*+[\dA-Z/._]\S*+")
 #: A sentence ends at . ! ? followed by a space, or at a line end ("0.5" and "a/b.py" don't).
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
@@ -91,15 +96,31 @@ def facts(text: str) -> list[str]:
     ['0.023', '/data/run0/log.txt', '2024-05-01', 'RUN-1000']
     """
     found: dict[str, None] = {}
-    for line in _ERROR_LINE.findall(text):
+    for line in _error_lines(text):
         line = line.strip()
         if line and not line.startswith("Traceback (most recent call last)"):
             found.setdefault(line[:240], None)
-    for m in _FACT.finditer(_TIME_OF_DAY.sub(_blank, text)):
+    # No fact holds whitespace, and a run's whitespace edges look to ``_FACT`` like the ends
+    # of the text: so the runs that can hold one, joined by spaces, give the same matches
+    # as the whole text, at a fraction of its length (prose words are most of a transcript).
+    runs = " ".join(_MAY_HOLD_FACT.findall(_TIME_OF_DAY.sub(_blank, text)))
+    for m in _FACT.finditer(runs):
         value = m.group(0).rstrip(".,;:")
         if _worth_keeping(value):
             found.setdefault(value, None)
     return list(found)
+
+
+def _error_lines(text: str) -> list[str]:
+    """``_ERROR_LINE.findall(text)``, testing only the lines holding one of its keywords."""
+    lines: dict[int, str] = {}
+    for m in _ERROR_WORD.finditer(text):
+        start = text.rfind("\n", 0, m.start()) + 1
+        if start not in lines:
+            end = text.find("\n", m.end())
+            line = text[start: end if end >= 0 else len(text)]
+            lines[start] = line if _ERROR_LINE.match(line) else ""
+    return [line for line in lines.values() if line]
 
 
 def _blank(m: re.Match[str]) -> str:
@@ -117,14 +138,30 @@ def _worth_keeping(value: str) -> bool:
 
 
 def present(fact: str, text: str) -> bool:
-    """Whether ``fact`` occurs in ``text`` as a whole token ("0.5" is not in "0.55")."""
-    return _token_pattern(fact).search(text) is not None
+    """Whether ``fact`` occurs in ``text`` as a whole token ("0.5" is not in "0.55").
+
+    Exactly ``_token_pattern(fact).search(text)``, without compiling a pattern per fact (a
+    check tests thousands of distinct facts once each: compiling them was most of its time).
+    """
+    guard_before, guard_after = fact[:1].isalnum(), fact[-1:].isalnum()
+    before = ".-/" if fact[:1].isdigit() else "."
+    n, end = len(fact), len(text)
+    i = text.find(fact)
+    while i >= 0:
+        c = text[i - 1] if guard_before and i else ""
+        if not (c and (c.isalnum() or c == "_" or c in before)):
+            j = i + n
+            c = text[j] if guard_after and j < end else ""
+            if not c or not (c.isalnum() or c == "_"
+                             or (c == "." and j + 1 < end and text[j + 1].isdecimal())):
+                return True
+        i = text.find(fact, i + 1)
+    return False
 
 
-@functools.lru_cache(maxsize=8192)
+@functools.lru_cache(maxsize=1024)
 def _token_pattern(fact: str) -> re.Pattern[str]:
-    # Cached: a check tests thousands of facts against thousands of sentences, and re's own
-    # cache (512 entries) thrashes, recompiling on every call.
+    # The same test as ``present``, as a pattern, for substituting a fact's occurrences.
     before = r"(?<![\w.\-/])" if fact[:1].isdigit() else r"(?<![\w.])"
     return re.compile((before if fact[:1].isalnum() else "") + re.escape(fact) + (
         r"(?![\w]|\.\d)" if fact[-1:].isalnum() else ""))
