@@ -63,6 +63,24 @@ def test_braces_in_prompts_never_crash(shell, sim):
     assert chats(sim)[-1]["messages"][-1]["content"] == "Keep {city} as typed"
 
 
+def test_doubled_braces_and_a_big_paste_are_sent_as_typed(shell, sim, monkeypatch):
+    from kimi_magic.core import interpolate
+
+    shell.user_ns["city"] = "Lyon"
+    run(shell, "%%kimi\n{{city}} stays, {city}} stays, {{city} stays, {city} goes")
+    assert chats(sim)[-1]["messages"][-1]["content"] == (
+        "{{city}} stays, {city}} stays, {{city} stays, Lyon goes")
+    # A pasted log without braces is not scanned by the pattern at all.
+    scanned: list[int] = []
+    field = interpolate._FIELD
+    monkeypatch.setattr(interpolate, "_FIELD", type("P", (), {"sub": staticmethod(
+        lambda f, s: (scanned.append(len(s)), field.sub(f, s))[1])})())
+    paste = "2026-01-01 INFO step=3 loss=0.25 path=/srv/x.log\n" * 2000
+    run(shell, "%%kimi\nWhat failed here?\n" + paste)
+    assert chats(sim)[-1]["messages"][-1]["content"] == "What failed here?\n" + paste.strip()
+    assert scanned == []
+
+
 def test_json_out_parses(shell):
     result, _ = run(shell, "%%kimi --json --out data\nList three colours as JSON")
     assert result.success and isinstance(shell.user_ns["data"], dict)
