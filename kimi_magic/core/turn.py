@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from ..wire.errors import KimiError
 from ..wire.events import OnEvent, ToolResult
-from ..wire.messages import is_web_search, tool_message
+from ..wire.messages import assistant_message, is_web_search, tool_message
 from ..wire.reply import Reply, Usage
 from ..wire.request import Options, build_request
 from . import models as model_table
@@ -203,11 +203,7 @@ class Ask:
             ex.cost = None if cost is None or ex.cost is None else ex.cost + cost
             ex.seconds += reply.seconds
             ex.reply = reply
-            assistant = dict(reply.message)
-            if opts.prefix is not None:
-                # Partial mode: the reply excludes the prefix; keep them joined, and never
-                # keep the "partial" flag in history.
-                assistant["content"] = opts.prefix + (assistant.get("content") or "")
+            assistant = assistant_message(reply.message, opts.prefix)
             # Usage rides in meta (never sent) so exports can show what each reply cost.
             ex.new.append(Message(assistant, {"model": chosen.id, "cost": cost,
                                               "usage": asdict(usage)}))
