@@ -12,31 +12,35 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
-class ReasoningDelta:
+class TextDelta:
+    """More of the reply's text; the subclass says which part it belongs to."""
+
+    text: str
+
+
+class ReasoningDelta(TextDelta):
     """More of the model's reasoning (``reasoning_content``)."""
 
-    text: str
 
-
-@dataclass(frozen=True)
-class ContentDelta:
+class ContentDelta(TextDelta):
     """More of the answer text."""
 
-    text: str
-
 
 @dataclass(frozen=True)
-class ToolCallStarted:
+class ToolEvent:
+    """Something that happened to a call of the tool ``name``."""
+
+    name: str
+
+
+class ToolCallStarted(ToolEvent):
     """The model began calling the tool ``name``."""
 
-    name: str
-
 
 @dataclass(frozen=True)
-class ToolResult:
+class ToolResult(ToolEvent):
     """A tool call finished; ``result`` is what goes back to the model."""
 
-    name: str
     result: str
 
 

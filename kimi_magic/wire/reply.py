@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import KimiError, error_from_entry, short
-from .events import ContentDelta, OnEvent, ReasoningDelta, ToolCallStarted
+from .events import ContentDelta, OnEvent, ReasoningDelta, TextDelta, ToolCallStarted
 
 
 @dataclass
@@ -122,7 +122,7 @@ class Assembler:
         if usage:
             self.usage = usage
 
-    def _emit(self, event: ReasoningDelta | ContentDelta, sink: list[str]) -> None:
+    def _emit(self, event: TextDelta, sink: list[str]) -> None:
         self.started = True
         sink.append(event.text)
         if self.on_delta:
