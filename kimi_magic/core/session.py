@@ -9,7 +9,8 @@ a rolling policy that compacts in large steps when the context nears the window.
 tool loop), ``accounting.Accounting`` (usage, cost, call rows, calibration),
 ``choice.ModelChoice`` (which model, ``auto`` included), ``compaction.Compaction`` (the
 rolling policy, compress, truncate), ``pinning.Pinning`` (pins and their budget),
-``snapshots.SnapshotTree`` and ``events.Events``.
+``snapshots.SnapshotTree``, ``guard.Guard`` (estimates and spending limits),
+``status.report`` (the figures views show) and ``events.Events``.
 
 >>> s = Session("demo", Settings(base_url=sim.url, api_key="sk-test"), store=Store(":memory:"))
 >>> s.ask("My favourite number is 42.").text
@@ -32,7 +33,7 @@ from ..wire.client import KimiClient
 from ..wire.errors import KimiError
 from ..wire.events import OnEvent
 from ..wire.request import Options
-from . import branching
+from . import branching, status
 from .accounting import Accounting, layered
 from .choice import ModelChoice
 from .compaction import Compaction, CompressResult
@@ -46,7 +47,6 @@ from .pinning import Pinning
 from .settings import Settings
 from .snapshots import SnapshotTree
 from .store import Store
-from .tokens import source as tokenizer_source
 from .turn import Ask, Tools, Turn
 
 __all__ = ["CompressResult", "Observer", "Session", "SessionError", "Snapshot", "Tools", "Turn",
@@ -217,35 +217,7 @@ class Session:
 
     def status(self) -> dict[str, Any]:
         """Everything the status line and the widget show, as plain data."""
-        model = self.model()
-        window = model.context_length
-        calls = self.accounting.summary()
-        held = self.tokens()
-        left = self.cache_seconds_left()
-        spent = calls["cost_total"]
-        return {
-            "session": self.name, "model": model.id, "window": window,
-            "requested": self.settings.model,
-            "model_label": (f"auto → {model.id}" if self.settings.model == "auto"
-                            else model.id),
-            "budget": self.settings.budget_usd, "max_call": self.settings.max_call_usd,
-            "budget_left": (None if self.settings.budget_usd is None
-                            else self.settings.budget_usd - spent),
-            "window_source": "server" if model.context_from_server else "table",
-            "tokens": held, "exact": self.tokens_exact, "layers": self.layers(),
-            "fill": held / window if window else 0.0,
-            "threshold": self.settings.threshold(window, model.compact_at),
-            "rounds": len(self.context.rounds), "turns": calls["turns"],
-            "pins": [(p.name, p.kind, self.pin_tokens(p)) for p in self.context.pins],
-            "snapshots": len(self.snapshots), "summary": self.context.summary is not None,
-            "cost_total": calls["cost_total"], "cost_last": calls["cost_last"],
-            "priced": model.priced,
-            "cache_hit_rate": calls["cache_hit_rate"],
-            "cache_seconds_left": left, "cache_warm": left > 0,
-            "next_turn_warm": model.cost(held, cached_tokens=held),
-            "next_turn_cold": model.cost(held),
-            "tokenizer": tokenizer_source(),
-        }
+        return status.report(self, snapshots=len(self.snapshots))
 
     def cost(self) -> dict[str, Any]:
         """Dollars spent, by model, and the number of recorded calls."""
