@@ -89,7 +89,7 @@ def _job(row: dict[str, Any]) -> BatchJob:
 
 def jobs(store: Store, session: str | None = None) -> list[BatchJob]:
     """Batches in the store, newest first (all sessions unless one is named)."""
-    return [_job(r) for r in store.batches(session)]
+    return [_job(r) for r in store.jobs.all(session)]
 
 
 def find(store: Store, batch_id: str | None = None) -> BatchJob:
@@ -163,7 +163,7 @@ def submit(session: Session, prompt: str, items: Any, *, model: str | None = Non
                    str(created.get("status") or "validating"), mapping, out, source,
                    input_file=uploaded["id"])
     with session.store.transaction() as conn:
-        session.store.add_batch(conn, {
+        session.store.jobs.add(conn, {
             "id": job.id, "session": job.session, "created": job.created, "model": job.model,
             "items": job.items, "status": job.status, "input_file": uploaded["id"],
             "mapping": mapping, "out": out, "source": source})
@@ -190,9 +190,9 @@ def wait(session: Session, job: BatchJob, *, interval: float | None = None,
         done = int(counts.get("completed") or 0) + int(counts.get("failed") or 0)
         status = str(info.get("status") or "")
         with session.store.transaction() as conn:
-            session.store.update_batch(conn, job.id, status=status,
-                                       output_file=info.get("output_file_id"),
-                                       error_file=info.get("error_file_id"))
+            session.store.jobs.update(conn, job.id, status=status,
+                                      output_file=info.get("output_file_id"),
+                                      error_file=info.get("error_file_id"))
         job.status = status
         if status in FINAL:
             bar.close(done, int(counts.get("failed") or 0), status)
@@ -252,8 +252,8 @@ def collect(session: Session, batch_id: str | None = None, *, interval: float | 
     recorded = job.collected is None
 
     def mark_collected(conn: Any) -> None:
-        session.store.update_batch(conn, job.id, collected=time.time(), cost=cost,
-                                   failed=len(failures))
+        session.store.jobs.update(conn, job.id, collected=time.time(), cost=cost,
+                                  failed=len(failures))
 
     # A batch's calls are recorded once, with the batch marked collected in the same
     # transaction, under the session that submitted it.
@@ -283,7 +283,7 @@ def _delete_input(session: Session, job: BatchJob, notices: list[str]) -> None:
                        f"({err.line()}); Moonshot keeps at most 1,000 files per account.")
         return
     with session.store.transaction() as conn:
-        session.store.update_batch(conn, job.id, input_file=None)
+        session.store.jobs.update(conn, job.id, input_file=None)
     job.input_file = None
 
 

@@ -4,7 +4,8 @@ Messages are stored once, by content hash; history is a chain of nodes with pare
 (so a snapshot row is a pointer, and forks after a rollback share their common past).
 Every completed turn is one transaction, so a crash leaves the store at the last completed
 turn. WAL mode and a busy timeout let two kernels share a file. Archived rounds are indexed
-with FTS5 for recall; submitted Batch API jobs are kept for ``%kimi batches collect``.
+with FTS5 for recall; submitted Batch API jobs are kept (``store.jobs``) for
+``%kimi batches collect``.
 Every table is created and changed by the numbered steps in ``migrations``, run on open.
 The API key is never written here.
 """
@@ -55,6 +56,7 @@ class Store:
         self._nodes: dict[int, tuple[int | None, Message]] = {}
         self._messages: dict[str, Message] = {}
         self.conn = self._open()
+        self.jobs = BatchJobs(self)
 
     def __repr__(self) -> str:
         return f"Store({self.path!r})"
@@ -317,8 +319,17 @@ class Store:
                                  "ORDER BY id", (session,)).fetchall()
         return [{"id": r[0], "reason": r[1], "text": r[2]} for r in rows]
 
-    # -- batches ----------------------------------------------------------------------------
-    def add_batch(self, conn: sqlite3.Connection, job: dict[str, Any]) -> None:
+
+class BatchJobs:
+    """The ``batches`` table: submitted Batch API jobs, kept for ``%kimi batches collect``.
+
+    Reached as ``store.jobs``; writes take the store's transaction like every other table.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def add(self, conn: sqlite3.Connection, job: dict[str, Any]) -> None:
         """Remember a submitted batch (``id``, ``session``, ``created``, ``model``, ``items``,
         ``status``, ``input_file``, ``mapping``, ``out``, ``source``)."""
         conn.execute(
@@ -327,7 +338,7 @@ class Store:
             ":input_file, :mapping, :out, :source)",
             {**job, "mapping": json.dumps(job["mapping"], default=str)})
 
-    def batches(self, session: str | None = None) -> list[dict[str, Any]]:
+    def all(self, session: str | None = None) -> list[dict[str, Any]]:
         """Batches newest first (all sessions unless one is named), ``mapping`` parsed."""
         sql = ("SELECT id, session, created, model, items, status, mapping, out, source, "
                "collected, cost, failed, input_file FROM batches")
@@ -335,14 +346,14 @@ class Store:
         if session is not None:
             sql += " WHERE session = ?"
             params = (session,)
-        cur = self.conn.execute(sql + " ORDER BY created DESC", params)
+        cur = self.store.conn.execute(sql + " ORDER BY created DESC", params)
         cols = [c[0] for c in cur.description]
         rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
         for r in rows:
             r["mapping"] = json.loads(r["mapping"] or "{}")
         return rows
 
-    def update_batch(self, conn: sqlite3.Connection, batch_id: str, **values: Any) -> None:
+    def update(self, conn: sqlite3.Connection, batch_id: str, **values: Any) -> None:
         """Set some of ``status``, ``output_file``, ``error_file``, ``collected``, ``cost``,
         ``failed``, ``input_file`` (cleared once the upload is deleted) on one batch."""
         unknown = set(values) - set(_BATCH_UPDATES)
