@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -102,6 +102,17 @@ class SimConfig:
             raise ValueError("batch_lines_per_poll must be at least 1")
         return new
 
+    def model_object(self, model_id: str) -> dict[str, Any]:
+        """What ``GET /v1/models`` says of ``model_id`` under this configuration."""
+        model = resolve(model_id, self.extra_models)
+        obj: dict[str, Any] = {"id": model_id, "object": "model", "created": MODELS_CREATED,
+                               "owned_by": "moonshot"}
+        if self.context_length_in_models:
+            obj["context_length"] = model.context_length
+        obj["supports_reasoning"] = model.thinking != "never"
+        obj["supports_image_in"] = model.images
+        return obj
+
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["models"] = list(self.models)
@@ -135,7 +146,7 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # TCP_NODELAY on every accepted socket
     server_version = "KimiSimulator/1.0"
     sim: Simulator  # set on the per-simulator subclass
-    parsed: Any = None  # the JSON body once parsed (see Simulator._json)
+    parsed: Any = None  # the JSON body once parsed (see json_body)
 
     def setup(self) -> None:
         super().setup()
@@ -224,6 +235,72 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+
+    # -- request bodies and replies ----------------------------------------------------
+
+    def json_body(self, raw: bytes) -> Any:
+        """The request's JSON body, parsed once per request (bodies can be a megabyte)."""
+        if self.parsed is _UNPARSED:
+            try:
+                self.parsed = json.loads(raw) if raw else {}
+            except ValueError:
+                raise invalid("the request body is not valid JSON") from None
+        return self.parsed
+
+    def object_body(self, raw: bytes) -> dict[str, Any]:
+        body = self.json_body(raw)
+        if not isinstance(body, dict):
+            raise invalid("the request body must be a JSON object")
+        return body
+
+    def send_completion(self, obj: dict[str, Any], fault: str | None) -> None:
+        """A non-streamed completion, or the injected fault that breaks it."""
+        data = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+        if fault == "stream_cut":
+            # Announce the full length, send half, hang up.
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: %d\r\n\r\n%s" % (len(data),
+                                                                 data[: len(data) // 2]))
+            self.cut()
+            return
+        if fault == "malformed_chunk":
+            data = data[: len(data) // 2]
+        self.send_bytes(200, data, "application/json")
+
+    def send_stream(self, events: Iterable[Any], tps: float | None,
+                    stopping: threading.Event) -> None:
+        """Server-sent events, chunked: paced at ``tps`` tokens a second (else coalesced
+        into large writes), cut where ``events`` says, abandoned when ``stopping`` is set."""
+        pending = [b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
+                   b"Cache-Control: no-cache\r\nAccess-Control-Allow-Origin: *\r\n"
+                   b"Transfer-Encoding: chunked\r\n\r\n"]
+        size = 0
+        start = time.monotonic()
+        tokens_sent = 0
+        for event in events:
+            if event is CUT:
+                if pending:
+                    self.wfile.write(b"".join(pending))
+                self.cut()
+                return
+            if tps:
+                # Pace by tokens against a fixed schedule so sleeps do not accumulate drift.
+                tokens_sent += event.tokens
+                delay = start + tokens_sent / tps - time.monotonic()
+                if delay > 0:
+                    if pending:
+                        self.wfile.write(b"".join(pending))
+                        pending, size = [], 0
+                    if stopping.wait(delay):
+                        self.cut()
+                        return
+            pending.append(_frame(event.data))
+            size += len(event.data)
+            if size >= STREAM_WRITE_BYTES:
+                self.wfile.write(b"".join(pending))
+                pending, size = [], 0
+        pending.append(b"0\r\n\r\n")
+        self.wfile.write(b"".join(pending))
 
 
 Route = Callable[[_Handler, re.Match[str], bytes], None]
@@ -383,7 +460,7 @@ class Simulator:
         content_type = handler.headers.get("Content-Type", "")
         if self.config.record and raw and content_type.startswith("application/json"):
             try:
-                body = self._json(handler, raw)
+                body = handler.json_body(raw)
             except ApiError:
                 body = None
         # Only method, path, body and time: the Authorization header is never kept.
@@ -391,44 +468,18 @@ class Simulator:
         with self._lock:
             self._requests.append(entry)
 
-    @staticmethod
-    def _json(handler: _Handler, raw: bytes) -> Any:
-        """The request's JSON body, parsed once per request (bodies can be a megabyte)."""
-        if handler.parsed is _UNPARSED:
-            try:
-                handler.parsed = json.loads(raw) if raw else {}
-            except ValueError:
-                raise invalid("the request body is not valid JSON") from None
-        return handler.parsed
-
-    def _object(self, handler: _Handler, raw: bytes) -> dict[str, Any]:
-        body = self._json(handler, raw)
-        if not isinstance(body, dict):
-            raise invalid("the request body must be a JSON object")
-        return body
-
     # --- models and tokens ------------------------------------------------------------
-
-    def _model_object(self, model_id: str) -> dict[str, Any]:
-        model = resolve(model_id, self.config.extra_models)
-        obj: dict[str, Any] = {"id": model_id, "object": "model", "created": MODELS_CREATED,
-                               "owned_by": "moonshot"}
-        if self.config.context_length_in_models:
-            obj["context_length"] = model.context_length
-        obj["supports_reasoning"] = model.thinking != "never"
-        obj["supports_image_in"] = model.images
-        return obj
 
     def _list_models(self, h: _Handler, m: re.Match[str], raw: bytes) -> None:
         h.send_json(200, {"object": "list",
-                          "data": [self._model_object(i) for i in self.config.served]})
+                          "data": [self.config.model_object(i) for i in self.config.served]})
 
     def _get_model(self, h: _Handler, m: re.Match[str], raw: bytes) -> None:
         check_model(m["id"], self.config.served, self.config.extra_models)
-        h.send_json(200, self._model_object(m["id"]))
+        h.send_json(200, self.config.model_object(m["id"]))
 
     def _estimate(self, h: _Handler, m: re.Match[str], raw: bytes) -> None:
-        body = self._object(h, raw)
+        body = h.object_body(raw)
         check_model(body.get("model"), self.config.served, self.config.extra_models)
         messages = body.get("messages")
         if not isinstance(messages, list) or not all(isinstance(x, dict) for x in messages):
@@ -449,7 +500,7 @@ class Simulator:
                         config.empty_reasoning)
 
     def _chat(self, h: _Handler, m: re.Match[str], raw: bytes) -> None:
-        body = self._json(h, raw)
+        body = h.json_body(raw)
         failure = self._take_failure()
         fault = None
         if failure is not None:
@@ -467,58 +518,14 @@ class Simulator:
         completion = self._completion(body, h.bearer() or "")
         config = self.config
         if body.get("stream"):
-            options = body.get("stream_options") or {}
-            self._stream(h, completion, config, bool(options.get("include_usage")), fault,
-                         int(failure.params.get("after", 3)) if failure else 3)
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            cut_after = int(failure.params.get("after", 3)) if failure else 3
+            h.send_stream(stream_events(completion, config.usage, config.cached_field,
+                                        include_usage, fault, cut_after),
+                          config.tps, self._stopping)
             return
-        obj = response_body(completion, config.usage, config.cached_field,
-                            finish=fault != "no_finish")
-        data = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
-        if fault == "stream_cut":
-            # Announce the full length, send half, hang up.
-            h.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                          b"Content-Length: %d\r\n\r\n%s" % (len(data), data[: len(data) // 2]))
-            h.cut()
-            return
-        if fault == "malformed_chunk":
-            data = data[: len(data) // 2]
-        h.send_bytes(200, data, "application/json")
-
-    def _stream(self, h: _Handler, completion: Completion, config: SimConfig,
-                include_usage: bool, fault: str | None, cut_after: int) -> None:
-        events = stream_events(completion, config.usage, config.cached_field, include_usage,
-                               fault, cut_after)
-        pending = [b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
-                   b"Cache-Control: no-cache\r\nAccess-Control-Allow-Origin: *\r\n"
-                   b"Transfer-Encoding: chunked\r\n\r\n"]
-        size = 0
-        tps = config.tps
-        start = time.monotonic()
-        tokens_sent = 0
-        for event in events:
-            if event is CUT:
-                if pending:
-                    h.wfile.write(b"".join(pending))
-                h.cut()
-                return
-            if tps:
-                # Pace by tokens against a fixed schedule so sleeps do not accumulate drift.
-                tokens_sent += event.tokens
-                delay = start + tokens_sent / tps - time.monotonic()
-                if delay > 0:
-                    if pending:
-                        h.wfile.write(b"".join(pending))
-                        pending, size = [], 0
-                    if self._stopping.wait(delay):
-                        h.cut()
-                        return
-            pending.append(_frame(event.data))
-            size += len(event.data)
-            if size >= STREAM_WRITE_BYTES:
-                h.wfile.write(b"".join(pending))
-                pending, size = [], 0
-        pending.append(b"0\r\n\r\n")
-        h.wfile.write(b"".join(pending))
+        h.send_completion(response_body(completion, config.usage, config.cached_field,
+                                        finish=fault != "no_finish"), fault)
 
     def _run_batch_line(self, body: dict[str, Any], api_key: str) -> dict[str, Any]:
         config = self.config
@@ -546,7 +553,7 @@ class Simulator:
         h.send_bytes(200, data, content_type)
 
     def _create_batch(self, h: _Handler, m: re.Match[str], raw: bytes) -> None:
-        h.send_json(200, self.batches.create(self._json(h, raw), h.bearer() or "",
+        h.send_json(200, self.batches.create(h.json_body(raw), h.bearer() or "",
                                              int(self.clock.now())))
 
     def _list_batches(self, h: _Handler, m: re.Match[str], raw: bytes) -> None:
@@ -562,7 +569,7 @@ class Simulator:
     # --- HTTP controls for other processes --------------------------------------------
 
     def _sim_advance(self, h: _Handler, m: re.Match[str], raw: bytes) -> None:
-        seconds = self._object(h, raw).get("seconds", 0)
+        seconds = h.object_body(raw).get("seconds", 0)
         try:
             now = self.advance(float(seconds))
         except (TypeError, ValueError) as exc:
@@ -570,7 +577,7 @@ class Simulator:
         h.send_json(200, {"now": now})
 
     def _sim_fail(self, h: _Handler, m: re.Match[str], raw: bytes) -> None:
-        params = dict(self._object(h, raw))
+        params = dict(h.object_body(raw))
         try:
             self.fail(params.pop("kind", ""), int(params.pop("times", 1)), **params)
         except (TypeError, ValueError) as exc:
@@ -579,7 +586,7 @@ class Simulator:
 
     def _sim_configure(self, h: _Handler, m: re.Match[str], raw: bytes) -> None:
         try:
-            self.configure(**self._object(h, raw))
+            self.configure(**h.object_body(raw))
         except (TypeError, ValueError) as exc:
             raise invalid(str(exc)) from None
         h.send_json(200, self.config.as_json())
