@@ -53,3 +53,28 @@ def test_plain_python_examples_run_twice_without_ipython(body, sim, tmp_path):
         run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
                              capture_output=True, text=True, timeout=120)
         assert run.returncode == 0, f"run {attempt} of:\n{body}\n{run.stdout}{run.stderr}"
+
+
+def layout() -> str:
+    """The README's layout block: the tree as the README tells it."""
+    text = (ROOT / "README.md").read_text()
+    start = text.index("## Layout")
+    return FENCE.search(text, start).group(2)
+
+
+def test_the_layout_section_names_every_module_and_folder():
+    told = layout()
+    package = ROOT / "kimi_magic"
+    missing = [str(p.relative_to(ROOT)) for p in sorted(package.rglob("*.py"))
+               if p.name != "__init__.py" and p.name not in told]
+    folders = {p.parent for p in package.rglob("*.py")} - {package}
+    missing += [f"{f.relative_to(package)}/" for f in sorted(folders)
+                if f"{f.name}/" not in told]
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.split()
+    top = {t.split("/")[0] for t in tracked if "/" in t and not t.startswith(".")}
+    missing += [f"{d}/" for d in sorted(top) if f"{d}/" not in told]
+    assert missing == [], "the README's layout leaves these out"
+    named = set(re.findall(r"[\w]+\.py\b", told))
+    on_disk = {p.name for p in ROOT.rglob("*.py") if ".venv" not in p.parts}
+    assert sorted(named - on_disk) == [], "the README's layout names files that do not exist"
