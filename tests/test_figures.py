@@ -11,6 +11,7 @@ import pytest
 from IPython.utils.capture import capture_output
 
 from kimi_magic.notebook.widget import Dashboard
+from kimi_magic.simulator.tokens import count_prompt_tokens
 
 #: The estimate must be within this share of the server's count of the same request.
 TOLERANCE = 0.10
@@ -95,10 +96,17 @@ def dashboard(shell) -> dict:
         board.close()
 
 
-def dry_run(shell, prompt: str) -> int:
-    """``%%kimi --dry-run``: the input tokens it predicts."""
-    plain = text(run(shell, f"%%kimi --dry-run\n{prompt}"))
-    return number(re.search(r"input tokens\s+(~?[\d,]+)", plain)[1])
+def history_view(shell) -> list[int]:
+    """``%kimi history``: the tokens column."""
+    rows = text(run(shell, "%kimi history")).splitlines()[2:]
+    return [number(r.split()[-1]) for r in rows if r.strip()]
+
+
+def dry_run(shell, prompt: str = "", options: str = "") -> tuple[int, dict[str, int]]:
+    """``%%kimi --dry-run``: the input tokens it predicts, and by layer."""
+    plain = text(run(shell, f"%%kimi --dry-run {options}\n{prompt}"))
+    m = re.search(r"input tokens\s+(~?[\d,]+) \((.*)\)", plain)
+    return number(m[1]), {k: number(v) for k, v in re.findall(r"(\w+) (~?[\d,]+)", m[2])}
 
 
 def assert_agree(shell) -> dict:
@@ -107,6 +115,9 @@ def assert_agree(shell) -> dict:
     s = magic(shell).session
     assert sum(st["layers"].values()) == st["total"] == dash["headline"] == s.tokens()
     assert {k: v for k, v in st["layers"].items() if v} == dash["layers"]
+    assert sum(history_view(shell)) == st["total"]
+    _, layers = dry_run(shell, "What next?")
+    assert {k: v for k, v in layers.items() if k != "prompt"} == st["layers"]
     assert st["pins"] == pins_view(shell) == dash["pins"] if s.context.pins else True
     if s.context.pins:
         assert sum(st["pins"].values()) == st["layers"]["pins"]
@@ -115,7 +126,7 @@ def assert_agree(shell) -> dict:
 
 def estimate_error(shell, sim, prompt: str, errors: dict, step: str) -> float:
     """Predict the next cell (dry run), run it, compare with what the server counted."""
-    predicted = dry_run(shell, prompt)
+    predicted, _ = dry_run(shell, prompt)
     before = len(chats(sim))
     run(shell, f"%%kimi\n{prompt}")
     (sent,) = chats(sim)[before:]
@@ -179,6 +190,20 @@ def test_figures_agree_and_estimates_hold_after_tools_pins_rollback_and_compress
     estimate_error(shell, sim, "What did we decide so far?", errors, "a compress")
     with capsys.disabled():
         print(f"\nestimate error (% of the server's count) after {errors}")
+
+
+def test_a_tools_cell_is_estimated_with_its_schemas(shell, sim):
+    run(shell, f"%%kimi\n{PROSE}")
+    run(shell, "%kimi tool shelf_count")
+    run(shell, '%%kimi --tools\nUse shelf_count on "attic".')
+    prompt = 'Use shelf_count on "cellar".'
+    predicted, layers = dry_run(shell, prompt, "--tools")
+    assert layers["tools"] > 0
+    before = len(chats(sim))
+    run(shell, f"%%kimi --tools\n{prompt}")
+    first = chats(sim)[before]["body"]
+    counted = count_prompt_tokens(first["messages"], first.get("tools"))
+    assert abs(predicted - counted) <= TOLERANCE * counted, (predicted, counted)
 
 
 def test_the_auto_notice_reserves_what_the_request_sends(shell, sim):

@@ -43,6 +43,10 @@ def layered(ctx: Context) -> Iterator[tuple[str, Message]]:
         yield "history", m
 
 
+def _tools_key(tools: Any) -> str:
+    return hashlib.sha256(json.dumps(tools, sort_keys=True).encode()).hexdigest()
+
+
 class Accounting:
     """Call rows, cost and token counts of one session.
 
@@ -110,6 +114,15 @@ class Accounting:
         return (sum(self.layers(ctx).values())
                 + sum(self.message_tokens(m) for m in extra))
 
+    def tools_tokens(self, tools: Any) -> int:
+        """Tokens the server counts for the tools schemas of a request (none without)."""
+        if not tools:
+            return 0
+        known = self.tools_known.get(_tools_key(tools))
+        if known is not None:
+            return known
+        return self.estimate(tokens.count(json.dumps(tools, ensure_ascii=False)))
+
     def pin_tokens(self, pin: Pin) -> int:
         """Tokens of one pin, as its layer counts it."""
         return self.message_tokens(pin.message, "pins")
@@ -140,7 +153,7 @@ class Accounting:
                    .values())
         rest = server_tokens - sum(self.known[m.hash] for _, m in sent if m.hash in self.known)
         if tools:
-            key = hashlib.sha256(json.dumps(tools, sort_keys=True).encode()).hexdigest()
+            key = _tools_key(tools)
             if key not in self.tools_known:
                 # The messages are text the calibration knows; the schemas take the rest.
                 guess = sum(self.message_tokens(m, layer) for layer, m in new)

@@ -149,15 +149,19 @@ class Guard:
         ctx = s.context
         user = Message.of("user", prompt) if prompt else None
         notices: list[str] = []
-        chosen = s.choice.choose(model, s.accounting.tokens(ctx, *([user] if user else [])),
-                                 opts, notices)
+        tools = s.accounting.tools_tokens(opts.tools)
+        chosen = s.choice.choose(model, s.accounting.tokens(ctx, *([user] if user else []))
+                                 + tools, opts, notices)
         full = s.choice.options(opts, chosen)
         layers = s.layers()
         layers["prompt"] = s.accounting.message_tokens(user) if user else 0
+        if tools:
+            # Sent with the request and counted by the server, never kept in the context.
+            layers["tools"] = tools
         total = sum(layers.values())
         cap = output_cap(chosen, full, total)
         left = s.cache_seconds_left()
-        prefix = total - layers["prompt"]
+        prefix = total - layers["prompt"] - tools
         floor = min(opts.max_completion_tokens or s.settings.max_completion_tokens or 4096,
                     chosen.context_length // 4)
         compacts_first = (s.settings.compact_mode != "off"

@@ -104,7 +104,8 @@ class Ask:
         base, replaced, replaced_rounds = self.base()
         user = Message({"role": "user", "content": self.prompt},
                        {"cell_id": self.cell_id} if self.cell_id else {})
-        sent = c.accounting.tokens(base, user)
+        # The tools schemas count against the window like the messages do.
+        sent = c.accounting.tokens(base, user) + c.accounting.tools_tokens(self.options.tools)
         chosen = c.choice.choose(self.requested, sent, self.options, self.notices)
         self.options = c.choice.thinking(chosen, self.options, self.notices)
         cap = output_cap(chosen, c.choice.options(self.options, chosen), sent)
@@ -191,7 +192,8 @@ class Ask:
             local = ex.base.tokens + sum(m.tokens for m in ex.new)
             was_current = ex.base is c.context
             reply = self.call(chosen, messages, opts, ex.base, ex.new,
-                              c.accounting.tokens(ex.base, *ex.new))
+                              c.accounting.tokens(ex.base, *ex.new)
+                              + c.accounting.tools_tokens(opts.tools))
             if was_current and ex.base is not c.context:
                 # The server refused the length and call() compacted and retried: the turn
                 # now extends the compacted context, not the one we started from.

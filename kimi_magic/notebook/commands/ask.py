@@ -180,6 +180,11 @@ def _dry_run(magic: Any, session: Any, prompt: str, args: Any) -> None:
 
     opts = Options(max_completion_tokens=args.max_tokens, think=args.think,
                    effort=args.effort)
+    if args.tools or args.web:
+        from ... import tools as tool_module
+
+        # The schemas go with the request and count against the window: estimate them too.
+        opts.tools = tool_module.for_session(session, functions=args.tools, web=args.web).specs
     note = magic.cells.note_for(session.name, magic.notebook_context,
                                 [session.settings.api_key]) if prompt else ""
     with session.guard.allowing(args.max_cost):
