@@ -1,13 +1,15 @@
-"""The session's parts used on their own: accounting, model choice and the observer list."""
+"""The session's parts used on their own: accounting, model choice, the observer list, the
+connection and the stored head."""
 
 from __future__ import annotations
 
 import pytest
 
-from kimi_magic import KimiClient, Options, SessionError, Settings
+from kimi_magic import KimiClient, KimiError, Options, Session, SessionError, Settings, Store
 from kimi_magic.core import models as model_table
 from kimi_magic.core.accounting import Accounting
 from kimi_magic.core.choice import ModelChoice
+from kimi_magic.core.connection import Connection
 from kimi_magic.core.context import Context, Message
 from kimi_magic.core.events import Events
 from kimi_magic.simulator import Simulator
@@ -91,3 +93,36 @@ def test_a_failing_observer_never_stops_the_others():
     stop()
     events.notify("reset")
     assert seen == ["turn"]
+
+
+def test_the_connection_makes_its_client_once_and_only_with_a_key():
+    made = []
+
+    def provider() -> KimiClient:
+        made.append(KimiClient("http://127.0.0.1:9/v1", "sk-test"))
+        return made[-1]
+
+    link = Connection(Settings(api_key=""), provider=provider)
+    assert not link.ready
+    assert link.client is link.client is made[0] and len(made) == 1 and link.ready
+    link.drop()
+    assert link.client is made[1], "after drop, the next call asks the provider again"
+    with pytest.raises(KimiError, match="MOONSHOT_API_KEY"):
+        _ = Connection(Settings(api_key="")).client
+
+
+def test_the_head_commits_a_context_with_its_call_row_and_reads_it_back(tmp_path):
+    path = tmp_path / "store.sqlite"
+    settings = Settings(api_key="sk-test", system="Be brief.")
+    first = Session("h", settings, store=Store(path))
+    assert first.context.system.text == "Be brief.", "a new head has the default prompt"
+    ctx = first.context.append(Message.of("user", "hi"), Message.of("assistant", "hello"))
+    row = first.accounting.call("chat", "kimi-k2.6", Usage(prompt_tokens=5, exact=True),
+                                0.001, 0.1)
+    first.head.commit(ctx, call=row, new_history=True)
+    first.head.record_calls([first.accounting.call("map", "kimi-k2.6", Usage(exact=True),
+                                                    0.002, 0.1)])
+    again = Session("h", settings, store=Store(path))
+    assert again.context.wire() == ctx.wire()
+    assert [c["kind"] for c in again.calls] == ["chat", "map"]
+    assert again.head.state() == first.head.state()

@@ -38,6 +38,7 @@ class Conversation(Protocol):
     events: Events
     guard: Guard
     last_call: float | None
+    current_snapshot: int | None
     refresh_pins: Callable[[Context], tuple[Context, list[str]]] | None
 
     @property

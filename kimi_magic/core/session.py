@@ -10,7 +10,8 @@ tool loop), ``accounting.Accounting`` (usage, cost, call rows, calibration),
 ``choice.ModelChoice`` (which model, ``auto`` included), ``compaction.Compaction`` (the
 rolling policy, compress, truncate), ``pinning.Pinning`` (pins and their budget),
 ``snapshots.SnapshotTree``, ``guard.Guard`` (estimates and spending limits),
-``status.report`` (the figures views show) and ``events.Events``.
+``status.report`` (the figures views show), ``head.Head`` (the stored head and call
+rows), ``connection.Connection`` (the client) and ``events.Events``.
 
 >>> s = Session("demo", Settings(base_url=sim.url, api_key="sk-test"), store=Store(":memory:"))
 >>> s.ask("My favourite number is 42.").text
@@ -37,10 +38,12 @@ from . import branching, status
 from .accounting import Accounting, layered
 from .choice import ModelChoice
 from .compaction import Compaction, CompressResult
+from .connection import Connection, connect
 from .context import Context, Message, Pin, Snapshot, block
 from .errors import SessionError
 from .events import Events, Observer
 from .guard import Estimate, Guard
+from .head import Head
 from .models import CACHE_TTL_LONG_SECONDS, CACHE_TTL_SECONDS, Model
 from .notebook_context import with_note
 from .pinning import Pinning
@@ -63,8 +66,7 @@ class Session:
         self.name = name
         self.settings = settings or Settings.from_env()
         self.store = store if store is not None else Store()
-        self.connection = client
-        self.client_provider = client_provider
+        self.link = Connection(self.settings, client, client_provider)
         self.clock = clock
         self.lock = threading.RLock()
         self.events = Events()
@@ -75,25 +77,17 @@ class Session:
         self.progress: Callable[[int, str], Any] | None = None
         self.accounting = Accounting(self.settings, clock=clock)
         self.choice = ModelChoice(self.settings, lambda: self.client.models(),
-                                  lambda: self.connection is not None
-                                  or bool(self.settings.api_key),
-                                  lambda: self.tokens())
+                                  lambda: self.link.ready, lambda: self.tokens())
         self.compaction = Compaction(self)
         self.tree = SnapshotTree(self)
         self.guard = Guard(self)
         self.pinning = Pinning(self)
+        self.head = Head(self)
         self.last_call: float | None = None
-        loaded = self.store.load_session(name)
-        if loaded:
-            self.context, _model, state = loaded
-            self.last_call = state.get("last_call")
-            self.accounting.calibration = state.get("calibration", 1.0)
-            self.accounting.factors.update(state.get("calibration_layers") or {})
+        self.context: Context
+        state = self.head.load()
+        if state is not None:
             self.tree.load(state.get("current_snapshot"))
-            self.accounting.calls = self.store.turns(name)
-        else:
-            system = Message.of("system", self.settings.system) if self.settings.system else None
-            self.context = Context(system=system)
 
     def __repr__(self) -> str:
         return (f"Session({self.name!r}, model={self.settings.model!r}, "
@@ -102,16 +96,12 @@ class Session:
     # -- plumbing ---------------------------------------------------------------------------
     @property
     def client(self) -> KimiClient:
-        if self.connection is None and self.client_provider is not None:
-            self.connection = self.client_provider()
-        if self.connection is None:
-            self.connection = connect(self.settings)
-        return self.connection
+        return self.link.client
 
     def drop_client(self) -> None:
         """Forget the HTTP client (after the key, URL or server changed); the next call asks
         the provider again."""
-        self.connection = None
+        self.link.drop()
 
     def subscribe(self, observer: Observer) -> Callable[[], None]:
         """Call ``observer(event, detail)`` after every change; returns an unsubscribe."""
@@ -125,26 +115,11 @@ class Session:
                archive: tuple[str, list[list[Message]]] | None = None,
                new_history: bool = False) -> Context:
         """Persist ``ctx`` as the head (plus a call row and archive rows) in one transaction."""
-        with self.store.transaction() as conn:
-            if new_history:
-                ctx = replace(ctx, node=None)
-                ctx = self.store.ensure_chain(conn, ctx)
-            if archive:
-                self.store.archive(conn, self.name, archive[0], archive[1])
-            if call:
-                self.accounting.write(self.store, conn, self.name, [call])
-            self.store.save_head(conn, self.name, ctx, self.settings.model, self.state())
-        self.context = ctx
-        if call:
-            self.accounting.remember(self.name, [call])
-        return ctx
+        return self.head.commit(ctx, call=call, archive=archive, new_history=new_history)
 
     def state(self) -> dict[str, Any]:
         """What the store keeps of the session beside its context."""
-        return {"model": self.settings.model, "last_call": self.last_call,
-                "calibration": self.accounting.calibration,
-                "calibration_layers": dict(self.accounting.factors),
-                "current_snapshot": self.tree.current}
+        return self.head.state()
 
     # -- tokens and cost ----------------------------------------------------------------------
     @property
@@ -198,7 +173,7 @@ class Session:
         prefix = [(layer, m) for layer, m in layered(self.context) if layer != "history"]
         if not prefix or all(self.accounting.counted(m) for _, m in prefix):
             return
-        if self.connection is None and not self.settings.api_key:
+        if not self.link.ready:
             return
         try:
             n = self.client.count_tokens(self.model().id, [m.data for _, m in prefix])
@@ -266,22 +241,9 @@ class Session:
     def record_calls(self, calls: Iterable[dict[str, Any]], *, event: str = "map",
                      detail: Any = None, owner: str | None = None,
                      also: Callable[[sqlite3.Connection], None] | None = None) -> None:
-        """Record call rows made outside a turn (``accounting.call`` builds them).
-
-        The rows go to the store under ``owner`` (default: this session) in one transaction,
-        with ``also`` run inside it; observers hear ``event`` when ``detail`` is given.
-        """
-        rows = list(calls)
-        owner = owner or self.name
-        with self.lock:
-            with self.store.transaction() as conn:
-                self.accounting.write(self.store, conn, owner, rows)
-                if also is not None:
-                    also(conn)
-            if owner == self.name:
-                self.accounting.remember(owner, rows)
-        if detail is not None:
-            self.events.notify(event, detail)
+        """Record call rows made outside a turn (``accounting.call`` builds them): see
+        ``Head.record_calls``."""
+        self.head.record_calls(calls, event=event, detail=detail, owner=owner, also=also)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def compact(self, model: Model | None = None, reason: str = "") -> str:
@@ -318,8 +280,8 @@ class Session:
         with self.lock:
             ctx = self.context if snapshot is None else self.tree.find(snapshot).context
             branching.fork(self, name, ctx)
-        return Session(name, self.settings, store=self.store, client=self.connection,
-                       client_provider=self.client_provider, clock=self.clock)
+        return Session(name, self.settings, store=self.store, client=self.link.current,
+                       client_provider=self.link.provider, clock=self.clock)
 
     def round(self, n: int) -> list[Message]:
         """Round ``n`` of the history (1-based), every message in full."""
@@ -391,11 +353,3 @@ class Session:
         """Tokens of each message of ``history()``, as the layers count them."""
         return [self.accounting.message_tokens(m, layer) for layer, m in layered(self.context)]
 
-
-def connect(s: Settings) -> KimiClient:
-    """A client for the configured server; a clear error when there is no key."""
-    if not s.api_key:
-        raise KimiError("no_key", "set MOONSHOT_API_KEY in the environment or "
-                        "%config KimiMagic.api_key = '...' (it is never shown or stored)")
-    return KimiClient(s.base_url, s.api_key, timeout=s.timeout, max_retries=s.max_retries,
-                      retry_base=s.retry_base, server=s.server)
