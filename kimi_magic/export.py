@@ -214,25 +214,25 @@ def to_markdown(session: Session) -> str:
 
 def to_notebook(session: Session) -> str:
     import nbformat
-    from nbformat import v4
+    from nbformat.v4.nbbase import nbformat as major
+    from nbformat.v4.nbbase import nbformat_minor as minor
     from nbformat.v4.nbbase import random_cell_id
 
-    def cell(text: str, metadata: dict[str, Any]) -> Any:
-        # Built as plain nodes: v4.new_markdown_cell validates each cell against the schema
-        # (2,000 cells: most of the export), and the whole notebook is validated below.
-        return nbformat.from_dict({"id": random_cell_id(), "cell_type": "markdown",
-                                   "source": text, "metadata": metadata})
+    def cell(text: str, metadata: dict[str, Any]) -> dict[str, Any]:
+        # Plain dicts in the on-disk shape (source split into lines, as nbformat writes it):
+        # NotebookNodes, per-cell validation and nbformat's deep copy before writing were
+        # most of a 2,000-cell export.
+        return {"cell_type": "markdown", "id": random_cell_id(), "metadata": metadata,
+                "source": text.splitlines(True)}
 
-    nb = v4.new_notebook()
-    nb.metadata["kimi"] = {"session": session.name, "model": session.settings.model,
-                           "format": FORMAT, "version": VERSION}
-    nb.cells.append(cell(_title(session), {}))
-    for text, meta in _blocks(session):
-        nb.cells.append(cell(text, {"kimi": _jsonable(meta)}))
-    nbformat.validate(nb)
-    # Serialised directly: nbformat.writes would validate the whole notebook a second time.
-    return v4.writes_json(nb)
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
+    nb = {"cells": [cell(_title(session), {}),
+                    *(cell(text, {"kimi": meta}) for text, meta in _blocks(session))],
+          "metadata": {"kimi": {"session": session.name, "model": session.settings.model,
+                                "format": FORMAT, "version": VERSION}},
+          "nbformat": major, "nbformat_minor": minor}
+    # Serialised once as nbformat writes it (any non-JSON metadata value becomes text), and
+    # validated once, as written: the file a reader gets is the notebook checked.
+    text = json.dumps(nb, default=str, ensure_ascii=False, indent=1, sort_keys=True,
+                      separators=(",", ": "))
+    nbformat.validate(json.loads(text))
+    return text

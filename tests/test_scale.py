@@ -132,3 +132,30 @@ def test_fact_extraction_reads_only_runs_that_can_hold_a_fact(monkeypatch):
         "/srv/a.csv", "ValueError"]
     # The big pattern ran over the few words with a digit, capital, "/", "." or "_".
     assert seen and sum(seen) < 60
+
+
+def test_notebook_export_validates_once_whatever_the_rounds(tmp_path, monkeypatch):
+    import nbformat
+
+    from kimi_magic.export import export
+
+    path = tmp_path / "long.sqlite"
+    scale.build(path, 300, snapshots=5)
+    session, _, _ = resume(path)
+    calls = {"validate": 0, "from_dict": 0}
+    for name in calls:
+        real = getattr(nbformat, name)
+
+        def counted(*args, _real=real, _name=name, **kwargs):
+            calls[_name] += 1
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(nbformat, name, counted)
+    export(session, tmp_path / "long.ipynb")
+    # One validation of the whole notebook, none per cell, no NotebookNode per cell.
+    assert calls == {"validate": 1, "from_dict": 0}
+    monkeypatch.undo()
+    nb = nbformat.read(tmp_path / "long.ipynb", as_version=4)
+    nbformat.validate(nb)
+    assert len(nb.cells) == 1 + (session.context.system is not None) + 600
+    session.store.close()
