@@ -159,3 +159,16 @@ def test_notebook_export_validates_once_whatever_the_rounds(tmp_path, monkeypatc
     nbformat.validate(nb)
     assert len(nb.cells) == 1 + (session.context.system is not None) + 600
     session.store.close()
+
+
+def test_facts_past_the_budget_are_dropped_without_counting_each(monkeypatch):
+    from kimi_magic.core import tokens
+
+    calls: list[str] = []
+    real = tokens.count
+    monkeypatch.setattr(tokens, "count", lambda text: (calls.append(text), real(text))[1])
+    result = compress.check(*corpus(400), 2000)[1]
+    assert len(result.dropped) > 500
+    # Each text is counted once, and once the budget is spent nothing more is counted.
+    assert len(calls) == len(set(calls))
+    assert len(calls) < len(result.restored) + len(result.dropped) // 4

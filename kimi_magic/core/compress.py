@@ -271,16 +271,25 @@ def check(source: str, summary: str, budget: int) -> tuple[str, CheckResult]:
     spent = tokens.count(VERBATIM_HEADER)
     covered: set[str] = set()
     by_key = _Facts(result.missing)
+    # Several missing facts often share a sentence that did not fit: count it once.
+    count = functools.lru_cache(maxsize=None)(tokens.count)
     for _, index, fact, line in candidates:
         if fact in covered:
             continue
         if len(line) > 400:
             i = line.index(fact)
             line = "..." + line[max(0, i - 150): i + len(fact) + 150] + "..."
-        cost = 0 if (index, line) in chosen else tokens.count(line) + 2
+        if (index, line) in chosen:
+            cost = 0
+        elif budget - spent < 3:
+            # Nothing costs less than 3 tokens (a value and its bullet): no need to count.
+            result.dropped.append(fact)
+            continue
+        else:
+            cost = count(line) + 2
         if spent + cost > budget:
             # Past the budget, keep the bare value rather than nothing.
-            line, cost, index = fact, tokens.count(fact) + 2, len(sentences) + len(chosen)
+            line, cost, index = fact, count(fact) + 2, len(sentences) + len(chosen)
             if spent + cost > budget:
                 result.dropped.append(fact)
                 continue
