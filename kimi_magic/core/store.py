@@ -116,8 +116,7 @@ class Store:
     def _put(self, conn: sqlite3.Connection, message: Message) -> str:
         # Keep the keys in their wire order (the hash is order-free): a resumed session must
         # send the very bytes it sent before, or the prompt cache misses.
-        conn.execute("INSERT OR IGNORE INTO messages VALUES (?, ?)",
-                     (message.hash, json.dumps(message.data, ensure_ascii=False)))
+        conn.execute("INSERT OR IGNORE INTO messages VALUES (?, ?)", _message_row(message))
         return message.hash
 
     def append(self, conn: sqlite3.Connection, parent: int | None,
@@ -293,11 +292,13 @@ class Store:
                 rounds: list[list[Message]]) -> None:
         """Keep rounds that leave the context, searchable, one row per round."""
         now = time.time()
-        for r in rounds:
-            hashes = [self._put(conn, m) for m in r]
-            text = "\n\n".join(f"{m.role}: {m.text}" for m in r if m.text)
-            conn.execute("INSERT INTO archive(session, time, reason, text, hashes) "
-                         "VALUES (?, ?, ?, ?, ?)", (session, now, reason, text, json.dumps(hashes)))
+        # Two statements in all, not two per message: a compress archives a thousand rounds.
+        conn.executemany("INSERT OR IGNORE INTO messages VALUES (?, ?)",
+                         (_message_row(m) for r in rounds for m in r))
+        conn.executemany(
+            "INSERT INTO archive(session, time, reason, text, hashes) VALUES (?, ?, ?, ?, ?)",
+            ((session, now, reason, "\n\n".join(f"{m.role}: {m.text}" for m in r if m.text),
+              json.dumps([m.hash for m in r])) for r in rounds))
 
     def search(self, session: str, query: str, limit: int = 5) -> list[dict[str, Any]]:
         """Best-matching archived rounds (BM25), any word of the query matching."""
@@ -367,3 +368,8 @@ def _words(query: str) -> list[str]:
     import re
 
     return [w for w in re.findall(r"[\w.\-/]+", query.lower()) if len(w) > 1][:32]
+
+
+def _message_row(message: Message) -> tuple[str, str]:
+    """A ``messages`` row: the content address and the wire dict in its own key order."""
+    return message.hash, json.dumps(message.data, ensure_ascii=False)
