@@ -23,6 +23,10 @@ from kimi_magic.notebook.display import (
 from kimi_magic.wire.events import ContentDelta, ReasoningDelta
 
 SHIELD = f'<span class="{NO_MATH}">\\$</span>'
+#: A text cell breaks anywhere once no space is left; a number stays whole.
+WRAPS = "overflow-wrap:break-word;word-break:normal"
+BREAKS = "overflow-wrap:anywhere;word-break:normal"
+WHOLE = "white-space:nowrap"
 
 
 def run(shell, cell: str):
@@ -63,10 +67,35 @@ def test_our_html_outputs_are_never_typeset():
 def test_text_columns_are_left_aligned_and_number_columns_right_aligned():
     html = table_bundle(["name", "tokens", "note"], [["df", "~569", "a dataframe"],
                                                      ["notes", "1,204", ""]])["text/html"]
-    cells = re.findall(r'<t([hd]) style="text-align:(\w+)">([^<]*)<', html)
-    assert ("d", "left", "df") in cells and ("d", "right", "~569") in cells
-    assert ("d", "left", "a dataframe") in cells and ("h", "right", "tokens") in cells
-    assert ("h", "left", "name") in cells
+    cells = re.findall(r'<t([hd]) style="text-align:(\w+);([^"]*)">([^<]*)<', html)
+    assert ("d", "left", WRAPS, "df") in cells and ("d", "right", WHOLE, "~569") in cells
+    assert ("d", "left", WRAPS, "a dataframe") in cells
+    assert ("h", "right", WRAPS, "tokens") in cells and ("h", "left", WRAPS, "name") in cells
+
+
+def test_table_text_wraps_in_a_narrow_column_and_numbers_stay_whole():
+    path = "/home/me/.local/share/kimi_magic/store.sqlite"
+    html = table_bundle(["name", "cost"], [[path, "$0.0044"], ["default", "$0.0100"]],
+                        f"Sessions in {path}")["text/html"]
+    assert 'class="kimi-table' in html and 'style="max-width:100%"' in html
+    # Words wrap whole; only a word too long for any column may break anywhere.
+    assert f'<caption style="text-align:left;{BREAKS}">Sessions in /home' in html
+    assert f'style="text-align:left;{BREAKS}">{path}<' in html
+    assert f'style="text-align:left;{WRAPS}">default<' in html
+    assert f'style="text-align:right;{WHOLE}">$0.0044<' in html
+    assert "kimi-stack" not in html and "@container" not in html
+
+
+def test_a_wide_table_stacks_its_rows_in_a_narrow_output():
+    headers = ["name", "model", "turns", "snapshots", "cost", "updated"]
+    html = table_bundle(headers, [["* default", "kimi-k2.6", 3, 0, "$0.0014",
+                                   "2026-12-02 01:47"]])["text/html"]
+    assert re.search(r"<style>@container kimi-table \(max-width: [\d.]+em\) \{.*"
+                     r"\.kimi-stack thead \{ display: none; \}.*"
+                     r"\.kimi-stack td::before \{ content: attr\(data-label\);", html)
+    assert 'style="container: kimi-table / inline-size;' in html
+    assert 'class="kimi-table kimi-stack' in html
+    assert '<td data-label="snapshots" style="text-align:right;' in html
 
 
 def test_reasoning_reads_as_secondary_prose():

@@ -220,6 +220,29 @@ def status_bundle(line: str, notices: list[str] | None = None) -> dict[str, str]
     }
 
 
+#: Table cells wrap between words; a word too long for any column (a path, a URL) may break
+#: anywhere, so it never pushes the table out sideways.
+_WRAP = "overflow-wrap:break-word;word-break:normal"
+_BREAK = "overflow-wrap:anywhere;word-break:normal"
+_LONG_WORD = re.compile(r"\S{21,}")
+
+#: Tables wider than this many columns stack in a narrow output (a 420 px window, a side
+#: panel): each row becomes one wrapped line of "label value" pairs. A container query does
+#: it, so it follows the output's width, not the window's; where a front-end drops the
+#: ``<style>`` (an untrusted notebook) the table is a plain table again.
+STACK_ABOVE = 4
+STACK_BELOW = "32em"
+_STACK_CSS = (
+    "<style>@container kimi-table (max-width: " + STACK_BELOW + ") {"
+    " .kimi-stack thead { display: none; }"
+    " .kimi-stack, .kimi-stack tbody, .kimi-stack caption { display: block; }"
+    " .kimi-stack tr { display: flex; flex-wrap: wrap; gap: 0 0.9em; padding: 0.35em 0.5em; }"
+    " .kimi-stack td { display: block; padding: 0 !important; text-align: left !important; }"
+    " .kimi-stack td::before { content: attr(data-label); margin-right: 0.35em;"
+    " color: var(--jp-ui-font-color2, #616161); }"
+    " .kimi-stack td[data-label='']::before { margin: 0; }"
+    "}</style>")
+
 #: A cell that reads as a number (counts, tokens, money, percentages): right-aligned.
 _NUMBER = re.compile(r"[~≈]?-?\$?[\d,]+(?:\.\d+)?\s*%?")
 
@@ -234,27 +257,40 @@ def table_bundle(headers: list[str], rows: list[list[Any]], title: str = "") -> 
     """A small table as HTML (notebook) and aligned text (terminal, logs).
 
     Text columns are left-aligned (JupyterLab right-aligns table cells by default); a
-    column whose every cell is a number stays right-aligned.
+    column whose every cell is a number stays right-aligned and whole. Cells wrap between
+    words and break a long path or URL anywhere, so in a narrow column the table shrinks
+    instead of overflowing; one of more than ``STACK_ABOVE`` columns stacks its rows there.
     """
     numeric = [bool(rows) and all(_is_number(r[i]) for r in rows if str(r[i]) != "")
                for i in range(len(headers))]
+    stack = len(headers) > STACK_ABOVE
 
-    def align(i: int) -> str:
-        return f' style="text-align:{"right" if numeric[i] else "left"}"'
+    def cell(tag: str, i: int, value: Any) -> str:
+        text = str(value)
+        wrap = ("white-space:nowrap" if numeric[i] and tag == "td"
+                else _BREAK if _LONG_WORD.search(text) else _WRAP)
+        label = (f' data-label="{html.escape(str(headers[i]), quote=True)}"'
+                 if stack and tag == "td" else "")
+        return (f'<{tag}{label} style="text-align:{"right" if numeric[i] else "left"};'
+                f'{wrap}">{html.escape(text)}</{tag}>')
 
-    head = "".join(f"<th{align(i)}>{html.escape(str(h))}</th>" for i, h in enumerate(headers))
-    body = "".join("<tr>" + "".join(f"<td{align(i)}>{html.escape(str(c))}</td>"
-                                    for i, c in enumerate(r)) + "</tr>" for r in rows)
-    caption = (f'<caption style="text-align:left">{html.escape(title)}</caption>'
+    head = "".join(cell("th", i, h) for i, h in enumerate(headers))
+    body = "".join("<tr>" + "".join(cell("td", i, c) for i, c in enumerate(r)) + "</tr>"
+                   for r in rows)
+    caption = (f'<caption style="text-align:left;{_BREAK}">{html.escape(title)}</caption>'
                if title else "")
     widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(str(h))
               for i, h in enumerate(headers)]
     lines = [title] if title else []
     lines.append("  ".join(str(h).ljust(w) for h, w in zip(headers, widths, strict=True)))
     lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return {"text/html": f'<table class="kimi-table {NO_MATH}">{caption}<thead><tr>{head}'
-                         f"</tr></thead><tbody>{body}</tbody></table>",
-            "text/plain": "\n".join(lines)}
+    table = (f'<table class="kimi-table{" kimi-stack" * stack} {NO_MATH}" '
+             f'style="max-width:100%">{caption}<thead><tr>{head}</tr></thead>'
+             f"<tbody>{body}</tbody></table>")
+    if stack:
+        table = (f'{_STACK_CSS}<div style="container: kimi-table / inline-size; '
+                 f'max-width:100%">{table}</div>')
+    return {"text/html": table, "text/plain": "\n".join(lines)}
 
 
 def message_summary(text: str, limit: int = 100) -> str:
