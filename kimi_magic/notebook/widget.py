@@ -633,16 +633,22 @@ def snapshot_row(snap: Any, here: bool, tokens: int | None = None) -> str:
 
 
 def pin_row(name: str, kind: str, tokens: str) -> str:
-    """One pin: its name takes the room (clipped with an ellipsis), kind and size stay whole."""
+    """One pin: its name takes the room (wrapped when long), kind and size stay whole."""
     return _row([(name, "6em", FONT1, "1"), (kind, "auto", FONT2, "0"),
                  (f"{tokens} tokens", "auto", FONT2, "0")],
                 data=f'data-pin="{html.escape(name, quote=True)}"')
 
 
+_WRAPS = "white-space:normal;overflow-wrap:anywhere"
+_WHOLE = "white-space:nowrap"
+
+
 def _row(cells: list[tuple[str, str, str, str]], data: str = "") -> str:
+    # The growing cell (a label, a pin's name) wraps, breaking a long word anywhere, so a
+    # narrow output shows all of it; the short facts beside it stay whole and move down.
     spans = "".join(
-        f'<span style="flex:{grow} 1 {basis};min-width:0;color:{colour};white-space:nowrap;'
-        f'overflow:hidden;text-overflow:ellipsis">{html.escape(text)}</span>'
+        f'<span style="flex:{grow} 1 {basis};min-width:0;color:{colour};'
+        f'{_WRAPS if grow != "0" else _WHOLE}">{html.escape(text)}</span>'
         for text, basis, colour, grow in cells)
     return (f'<div class="kimi-row" {data} style="display:flex;flex-wrap:wrap;gap:0 8px;'
             f'font-size:var(--jp-ui-font-size1,13px);line-height:1.5;align-items:baseline">'
