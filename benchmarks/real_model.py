@@ -35,9 +35,12 @@ def _server_module() -> Any:
     return module
 
 
-def facts_retained(rounds: int = len(workload.FACTS), filler_tokens: int = 120,
+def facts_retained(rounds: int = 6, filler_tokens: int = 120,
                    window: int = 3072) -> dict[str, Any]:
-    """``{"with_check", "without_check", ...}``, or nulls and a ``reason``."""
+    """``{"with_check", "without_check", ...}``, or nulls and a ``reason``.
+
+    The first six planted facts are the figures, ids and path the fact check looks for.
+    """
     if not os.environ.get("KIMI_LLAMA_PYTHON") and Path(DEV_PYTHON).exists():
         os.environ["KIMI_LLAMA_PYTHON"] = DEV_PYTHON
     try:
@@ -68,7 +71,7 @@ def facts_retained(rounds: int = len(workload.FACTS), filler_tokens: int = 120,
         for i in range(rounds):
             body = workload._code(rng, filler_tokens, i) if i % 2 else workload._log(
                 rng, filler_tokens, i)
-            s.ask(f"Context for the task, round {i + 1}. {workload.FACTS[i][0]} Here is what "
+            s.ask(f"Context for the task, round {i + 1}. {workload.FACTS[i].sentence} Here is what "
                   f"I have so far:\n\n{body}\n\nPlease keep this in mind.")
         raw: list[str] = []
         context_tokens = s.tokens()
@@ -76,7 +79,7 @@ def facts_retained(rounds: int = len(workload.FACTS), filler_tokens: int = 120,
                             if isinstance(event, ContentDelta) else None)
         raw_text = "".join(raw)
         summary = s.context.summary.text if s.context.summary else ""
-        planted = [value for _, value, _ in workload.FACTS[:rounds]]
+        planted = [f.value for f in workload.FACTS[:rounds]]
         without = sum(v in raw_text for v in planted) / len(planted)
         with_check = sum(v in summary for v in planted) / len(planted)
         return {"with_check": round(with_check, 4), "without_check": round(without, 4),

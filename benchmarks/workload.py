@@ -1,8 +1,10 @@
 """The scripted 50-round notebook session, and what it costs under each context strategy.
 
-One deterministic workload (seeded): a pinned dataframe, pasted code and logs, questions, six
-facts planted in the first rounds, and think time between cells (median about two minutes, a
-third of the gaps over five) applied to the simulator's cache clock. The same workload is
+One deterministic workload (seeded): a pinned dataframe, pasted code and logs, questions, nine
+facts planted in the first rounds (figures, ids and a path, and prose: two decisions with
+their reasons and a person's name, reported per kind), and think time between cells
+(median about two minutes, a third of the gaps over five) applied to the simulator's cache
+clock. The same workload is
 sent under each strategy; each call is priced from the simulator's usage (cached and
 cache-write tokens) with the model table's rates.
 """
@@ -17,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import NormalDist
-from typing import Any
+from typing import Any, NamedTuple
 
 import openai
 
@@ -30,25 +32,51 @@ ROUNDS = 50
 TOTAL_TOKENS = 224_000
 SEED = 20261101
 
-#: (planted sentence, the exact value that must survive, a recall query).
+class Fact(NamedTuple):
+    """A planted fact: its sentence, the exact phrases that must survive, a recall query,
+    and its kind (reported separately: figures and ids are what a fact check sees; a
+    decision's reason or a person's name is prose it does not)."""
+
+    sentence: str
+    must: tuple[str, ...]
+    query: str
+    kind: str
+
+    @property
+    def value(self) -> str:
+        return self.must[0]
+
+    def kept_in(self, text: str) -> bool:
+        return all(phrase in text for phrase in self.must)
+
+
 FACTS = [
-    ("For the record, the staging DB port is 54321 and nothing else works.", "54321",
-     "staging DB port"),
-    ("The model run id RUN-8841 is the baseline we compare against.", "RUN-8841",
-     "model run id baseline"),
-    ("We decided the threshold is 0.375 for flagging churners.", "0.375",
-     "threshold flagging churners"),
-    ("The clean training set lives at /srv/data/churn_v3.parquet on the shared disk.",
-     "/srv/data/churn_v3.parquet", "clean training set"),
-    ("Keep the feature flag enable_fast_join switched off in production.", "enable_fast_join",
-     "feature flag production"),
-    ("The pilot customer is ACME-2207, so use their data for the demo.", "ACME-2207",
-     "pilot customer demo"),
+    Fact("For the record, the staging DB port is 54321 and nothing else works.", ("54321",),
+         "staging DB port", "number"),
+    Fact("The model run id RUN-8841 is the baseline we compare against.", ("RUN-8841",),
+         "model run id baseline", "id"),
+    Fact("We decided the threshold is 0.375 for flagging churners.", ("0.375",),
+         "threshold flagging churners", "number"),
+    Fact("The clean training set lives at /srv/data/churn_v3.parquet on the shared disk.",
+         ("/srv/data/churn_v3.parquet",), "clean training set", "path"),
+    Fact("Keep the feature flag enable_fast_join switched off in production.",
+         ("enable_fast_join",), "feature flag production", "id"),
+    Fact("The pilot customer is ACME-2207, so use their data for the demo.", ("ACME-2207",),
+         "pilot customer demo", "id"),
+    Fact("We chose gradient boosting over the neural network because the auditors must see "
+         "feature importances.", ("gradient boosting", "auditors must see feature importances"),
+         "gradient boosting auditors", "decision and reason"),
+    Fact("Priya Raman owns the churn model, so send her the questions, not the data team.",
+         ("Priya Raman",), "who owns the churn model", "person"),
+    Fact("We will not retrain on weekends, since the warehouse is frozen for backups then.",
+         ("not retrain on weekends", "frozen for backups"), "retrain weekends warehouse",
+         "decision and reason"),
 ]
 
 #: The questions of the last rounds: the user asks for what was planted at the start.
 QUESTIONS = ["What is the staging DB port?", "Which model run id is our baseline?",
-             "What threshold did we decide for flagging churners?"]
+             "What threshold did we decide for flagging churners?",
+             "Who owns the churn model?", "Why did we choose gradient boosting?"]
 
 SYSTEM = Settings.system
 DEFAULT_MODEL = model_table.DEFAULT_MODEL
@@ -146,7 +174,7 @@ def build(rounds: int = ROUNDS, total: int = TOTAL_TOKENS, seed: int = SEED) -> 
         size = int(size * scale)
         if kind == "fact":
             body = _code(rng, size, i) if i % 2 else _log(rng, size, i)
-            prompt = (f"Context for the task, round {i + 1}. {FACTS[i][0]} Here is what I "
+            prompt = (f"Context for the task, round {i + 1}. {FACTS[i].sentence} Here is what I "
                       f"have so far:\n\n{body}\n\nPlease keep this in mind.")
         elif kind == "code":
             prompt = f"Refactor this so it is easier to test:\n\n{_code(rng, size, i)}"
@@ -187,18 +215,31 @@ class Result:
 
     @property
     def facts_retained(self) -> float:
-        return sum(value in self.final_request for _, value, _ in FACTS) / len(FACTS)
+        return sum(f.kept_in(self.final_request) for f in FACTS) / len(FACTS)
 
     @property
     def facts_recallable(self) -> float:
-        found = sum(value in self.final_request or value in self.recalled
-                    for _, value, _ in FACTS)
+        found = sum(f.kept_in(self.final_request) or f.sentence in self.recalled
+                    for f in FACTS)
         return found / len(FACTS)
+
+    @property
+    def facts_by_kind(self) -> dict[str, dict[str, int]]:
+        """Per kind of fact: how many are in the final request (kept), how many are not
+        (lost), and of those how many recall finds."""
+        out: dict[str, dict[str, int]] = {}
+        for f in FACTS:
+            row = out.setdefault(f.kind, {"kept": 0, "lost": 0, "recallable": 0})
+            kept = f.kept_in(self.final_request)
+            row["kept" if kept else "lost"] += 1
+            row["recallable"] += kept or f.sentence in self.recalled
+        return out
 
     def summary(self) -> dict[str, Any]:
         return {"cost_usd": round(self.cost, 4), "cache_hit_rate": round(self.cache_hit_rate, 4),
                 "facts_retained": round(self.facts_retained, 4),
                 "facts_recallable": round(self.facts_recallable, 4),
+                "facts_by_kind": self.facts_by_kind,
                 "prompt_tokens": self.prompt_tokens, "cached_tokens": self.cached_tokens,
                 "calls": self.calls, "compactions": self.compactions,
                 "cumulative_cost": [round(c, 5) for c in _cumulative(self.costs)]}
@@ -251,10 +292,12 @@ def run_session(work: Workload, model: str, settings: Settings, name: str) -> Re
                 result.compactions += row["kind"] != "chat"
             seen = len(s.calls)
             result.costs.append(spent)
-        for _, value, query in FACTS:
-            if any(value in hit["text"] for hit in s.recall(query, limit=5)):
-                result.recalled.add(value)
-        result.compactions += sum(1 for snap in s.snapshots if "truncate" in snap.label)
+        for f in FACTS:
+            if any(f.kept_in(hit["text"]) for hit in s.recall(f.query, limit=5)):
+                result.recalled.add(f.sentence)
+        # Compress calls are counted above; masks and truncations call no model.
+        result.compactions += sum(1 for snap in s.snapshots
+                                  if "truncate" in snap.label or "before mask" in snap.label)
         store.close()
     return result
 
@@ -318,13 +361,16 @@ def rolling_snapshot(limit: int = 180_000, keep_rounds: int = 3
 
 def strategies(work: Workload, model: str, economy: Settings | None = None,
                default: Settings | None = None) -> dict[str, Result]:
-    """The four strategies of the comparison, plus our economy preset."""
+    """The four strategies of the comparison, plus our economy preset and, to show what the
+    mask stage buys, our default without it."""
     return {
         "full_history": run_session(work, model, Settings(compact_mode="off"), "full_history"),
         "last_20_messages": run_raw(work, model, "last_20_messages", last_messages(20)),
         "seed_rolling_snapshot": run_raw(work, model, "seed_rolling_snapshot",
                                          rolling_snapshot()),
         "kimi_magic": run_session(work, model, default or Settings(), "kimi_magic"),
+        "kimi_magic_no_mask": run_session(work, model, Settings(mask_tokens=None),
+                                          "kimi_magic_no_mask"),
         "kimi_magic_economy": run_session(work, model, economy or Settings.from_preset("economy"),
                                           "kimi_magic_economy"),
     }

@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 STRATEGIES = {"full_history", "last_20_messages", "seed_rolling_snapshot", "kimi_magic",
-              "kimi_magic_economy"}
+              "kimi_magic_no_mask", "kimi_magic_economy"}
 
 
 def test_quick_run_reports_every_key(tmp_path: Path) -> None:
