@@ -42,7 +42,7 @@ def test_dry_run_shows_model_layers_cache_and_cost_and_sends_nothing(shell, sim)
         assert layer in text
     assert "kimi-k2.6" in text and "cold" in text and "32,768" in text
     assert "warm /" in text and "cold, with the whole output cap" in text
-    assert "compacts first" in text and "no (auto-compact at 183,500 tokens)" in text
+    assert "compacts first" in text and "no (auto-compact at 100,000 tokens)" in text
 
     run(shell, "%%kimi\nMy favourite number is 42.")
     sent = len(chats(sim))
@@ -212,7 +212,7 @@ def test_auto_setting_resolves_everywhere_and_shows_both(shell, sim):
     run(shell, '%config KimiMagic.model = "auto"')
     result, text = run(shell, "%kimi status")
     assert "auto → kimi-k2.6 (window 262,144" in text
-    assert "183,500 tokens" in text, "the threshold follows the resolved window"
+    assert "100,000 tokens" in text, "the threshold follows the resolved model"
     assert "unknown" not in text and "8,192" not in text
     st = session(shell).status()
     assert st["next_turn_cold"] is not None
@@ -227,8 +227,10 @@ def test_auto_setting_resolves_everywhere_and_shows_both(shell, sim):
 
 
 def test_a_plain_cell_after_an_auto_turn_on_a_bigger_window_keeps_its_context(shell, sim):
-    # kimi-k2.6's window made small (as the client sees it) so a paste outgrows it.
+    # kimi-k2.6's window made small (as the client sees it) so a paste outgrows it; no
+    # mask stage, so that compaction has to summarise.
     run(shell, '%config KimiMagic.model_overrides = {"kimi-k2.6": {"context_length": 3000}}')
+    run(shell, "%config KimiMagic.mask_tokens = None")
     shell.user_ns["paste"] = PASTE
     result, _ = run(shell, "%%kimi -m auto --max-tokens 4000\nRemember this log: {paste}")
     assert result.success, result.error_in_exec
@@ -249,6 +251,7 @@ def test_a_plain_cell_after_an_auto_turn_on_a_bigger_window_keeps_its_context(sh
 
 def test_a_compress_that_falls_back_to_truncate_says_so_and_names_the_snapshot(shell, sim):
     run(shell, '%config KimiMagic.model_overrides = {"kimi-k2.6": {"context_length": 3000}}')
+    run(shell, "%config KimiMagic.mask_tokens = None")  # so that compaction summarises
     shell.user_ns["paste"] = PASTE
     run(shell, "%%kimi -m auto --max-tokens 4000\nRemember this log: {paste}")
     sim.fail("not_found", times=1)

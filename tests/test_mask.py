@@ -44,6 +44,14 @@ def test_pasted_blocks_are_the_log_not_the_prose_around_it():
     code = "def f(x):\n    return x + 1\n\n\ndef g(y):\n    return y * 2\n"
     (start, end, kind), = pasted_blocks(f"Refactor this:\n\n{code}")
     assert kind == "code" and code.strip() in f"Refactor this:\n\n{code}"[start:end]
+    # A wordy log without timestamps is still a paste (its lines start alike); typed prose,
+    # even long and hard-wrapped, is not.
+    wordy = "\n".join(f"log line {i}: request id req-{i:05d} took {i * 7} ms" for i in range(40))
+    assert [k for _, _, k in pasted_blocks(f"Remember this log:\n{wordy}")] == ["text"]
+    prose = "\n".join(f"{w} we weighed option {i} against the others and kept the simple one"
+                      for i, w in enumerate(["First", "Then", "Later", "So", "After", "Now",
+                                             "Still", "Finally", "Overall"]))
+    assert pasted_blocks(prose) == []
 
 
 def test_auto_compaction_masks_old_pastes_without_a_model_call(ipython, sim):

@@ -128,7 +128,8 @@ class Compaction:
                        f"with room to answer; compacting first.")
         # What compaction did (and whether it fell back to truncating) is part of the turn's
         # story: the user must see it, not just that it started; one notice per stage.
-        room = int((model.context_length - floor) / c.accounting.calibration) - user.tokens
+        # In the units of c.tokens() (calibrated), as the stages compare against it.
+        room = model.context_length - floor - c.accounting.estimate(user.tokens)
         threshold = c.settings.threshold(model.context_length, model.compact_at)
         notices.extend(self.compact(model, reason="before sending: would not fit",
                                     target=max(0, min(threshold, room))).splitlines())

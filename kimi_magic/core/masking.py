@@ -70,6 +70,15 @@ def _prose(line: str) -> bool:
             and not _CODE.search(line) and not _LOG.search(line))
 
 
+def _repetitive(lines: list[str]) -> bool:
+    """Many lines, most starting with the same word: a log or listing, however wordy
+    ("log line 7: request req-00007 took 49 ms"); typed prose varies its first words."""
+    if len(lines) < 8:
+        return False
+    firsts = [ln.split(maxsplit=1)[0] for ln in lines]
+    return max(firsts.count(w) for w in set(firsts)) * 2 >= len(lines)
+
+
 def kind_of(text: str) -> str:
     """What a block looks like: a log, code, data (tables, numbers) or text."""
     lines = [ln for ln in text.splitlines() if ln.strip()] or [text]
@@ -101,7 +110,8 @@ def pasted_blocks(text: str) -> list[tuple[int, int, str]]:
         if para_start is not None:
             body = [ln for ln in para_lines if ln.strip()]
             fenced = any(_FENCE.match(ln) for ln in para_lines)
-            pasted = fenced or sum(not _prose(ln) for ln in body) * 2 > len(body)
+            pasted = (fenced or sum(not _prose(ln) for ln in body) * 2 > len(body)
+                      or _repetitive(body))
             spans.append((para_start, end, pasted))
         para_start, para_lines = None, []
 

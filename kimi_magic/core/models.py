@@ -48,9 +48,12 @@ class Model:
     cache_write: float | None = None
     cache_write_long: float | None = None
     context_from_server: bool = False
-    #: Default auto-compaction threshold in tokens (None: 0.7 of the window). A 1M window
-    #: resent whole each turn costs far more than it saves: the benchmark's policy sweep found
-    #: a token threshold of 128K cheapest (0.7 of kimi-k2.6's window, 183K, cost more).
+    #: Default auto-compaction threshold in tokens (None: 0.7 of the window). A context
+    #: resent whole each turn costs more than it is worth past ~100K tokens: with the mask
+    #: stage first (pastes become stubs, prose stays, nothing is lost unrecallably) the
+    #: benchmark's strategy run puts 100K at 0.70 of seed 000's cost on kimi-k2.6 and 0.52 of
+    #: the full history on kimi-k3; 0.7 of kimi-k2.6's window (183K) cost more than seed 000,
+    #: and 128K on kimi-k3 0.64 of the full history.
     compact_at: int | None = None
 
     @property
@@ -82,26 +85,29 @@ class Model:
         return usd * (BATCH_DISCOUNT if batch else 1.0)
 
 
+#: The default auto-compaction threshold of today's Kimi models (see ``Model.compact_at``).
+COMPACT_AT = 100_000
+
 MODELS: dict[str, Model] = {
     m.id: m
     for m in (
-        Model("kimi-k2.6", 262_144, thinking="default", batch=True,
+        Model("kimi-k2.6", 262_144, thinking="default", batch=True, compact_at=COMPACT_AT,
               cache_hit=0.16, cache_miss=0.95, output=4.00),
         Model("kimi-k2.7-code", 262_144, thinking="always", batch=True,
-              cache_hit=0.19, cache_miss=0.95, output=4.00),
-        Model("kimi-k2.7-code-highspeed", 262_144, thinking="always",
+              compact_at=COMPACT_AT, cache_hit=0.19, cache_miss=0.95, output=4.00),
+        Model("kimi-k2.7-code-highspeed", 262_144, thinking="always", compact_at=COMPACT_AT,
               cache_hit=0.38, cache_miss=1.90, output=8.00),
-        Model("kimi-k3", 1_048_576, thinking="always", effort=True, compact_at=128_000,
+        Model("kimi-k3", 1_048_576, thinking="always", effort=True, compact_at=COMPACT_AT,
               cache_hit=0.30, cache_miss=3.00, output=15.00,
               cache_write=3.00, cache_write_long=6.00),
         # The K3.1 family bills cache writes the way kimi-k3 does. Moonshot gives the
         # highspeed tier's miss and output prices; its hit and write prices are taken as
         # twice pro's, as every other highspeed tier is priced.
-        Model("kimi-k3.1-pro", 1_048_576, thinking="always", effort=True, compact_at=128_000,
+        Model("kimi-k3.1-pro", 1_048_576, thinking="always", effort=True, compact_at=COMPACT_AT,
               cache_hit=0.20, cache_miss=2.00, output=10.00,
               cache_write=2.00, cache_write_long=4.00),
         Model("kimi-k3.1-pro-highspeed", 1_048_576, thinking="always", effort=True,
-              compact_at=128_000,
+              compact_at=COMPACT_AT,
               cache_hit=0.40, cache_miss=4.00, output=20.00,
               cache_write=4.00, cache_write_long=8.00),
     )

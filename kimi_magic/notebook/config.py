@@ -22,7 +22,7 @@ from ..core.settings import PRESETS, SETTINGS, Setting
 NOTEBOOK_SETTINGS: tuple[Setting, ...] = (
     Setting("preset", str, optional=True, choices=tuple(PRESETS), help=(
         "Apply a named group of settings at once: 'economy' (compress past 32K tokens, keep 2 "
-        "rounds, 1-hour cache; about 65% cheaper on long sessions, every fact kept). None "
+        "rounds, 1-hour cache; about 80% cheaper on long sessions, every fact kept). None "
         "restores what the preset changed.")),
     Setting("store_path", str, optional=True, env="KIMI_MAGIC_STORE", help=(
         "SQLite store (default: $KIMI_MAGIC_STORE or the user data directory).")),
