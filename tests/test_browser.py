@@ -11,7 +11,8 @@ It saves ``dashboard.png``, ``dashboard-dark.png``, ``outputs.png`` and ``output
 in ``out/`` (plus the narrow views); with ``KIMI_MAGIC_UPDATE_DOCS=1`` it refreshes the
 README's copies in ``docs/``.
 
-Needs ``/usr/bin/chromium`` (Debian's ``chromium``): skipped without it unless ``CI=true``.
+Needs ``/usr/bin/chromium`` (Debian's ``chromium``) and an emoji font (``fonts-noto-color-emoji``):
+skipped without them unless ``CI=true``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -76,6 +78,13 @@ def _need_browser() -> None:
     problems = []
     if not Path(CHROMIUM).exists():
         problems.append(f"{CHROMIUM} is missing (apt-get install chromium)")
+    # Without an emoji font Chromium draws the 📌 pin marker as an empty box: the screenshots
+    # would show what no user sees (Debian: fonts-noto-color-emoji, as .ci/run installs).
+    fonts = subprocess.run(["fc-list", ":charset=1f4cc"], capture_output=True, text=True,
+                           check=False).stdout if shutil.which("fc-list") else ""
+    if not fonts.strip():
+        problems.append("a font with the 📌 glyph is missing (apt-get install "
+                        "fonts-noto-color-emoji)")
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
