@@ -70,7 +70,8 @@ def test_rerunning_a_cell_replaces_its_turn(kernel, sim):
     execute(kernel, "%%kimi\nThe project codename is HERON.", cell_id="cell-a")
     execute(kernel, "%%kimi\nDraft a plan.", cell_id="cell-b")
     out = execute(kernel, "%%kimi\nDraft a better plan.", cell_id="cell-b")
-    assert "replaced its earlier turn" in text_of(out)
+    assert "this answer replaces its earlier turn (round 2)" in text_of(out)
+    assert "answered against" not in text_of(out), "nothing came after it"
     execute(kernel, "%%kimi\nWhat is the codename?", cell_id="cell-c")
     assert user_turns(sim) == ["The project codename is HERON.", "Draft a better plan.",
                                "What is the codename?"]
@@ -80,11 +81,31 @@ def test_an_earlier_cell_rerun_moves_its_turn_and_keeps_the_rest(kernel, sim):
     execute(kernel, "%load_ext kimi_magic")
     execute(kernel, "%%kimi\nStep one.", cell_id="c1")
     execute(kernel, "%%kimi\nStep two.", cell_id="c2")
+    execute(kernel, "%%kimi\nStep three.", cell_id="c3")
     out = execute(kernel, "%%kimi\nStep one, revised.", cell_id="c1")
-    assert "replaced its earlier turn (round 1)" in text_of(out)
-    assert user_turns(sim) == ["Step two.", "Step one, revised."]
+    said = text_of(out)
+    # The turn moves to the end: say so, and which answers relied on the old text.
+    assert "replaces" not in said
+    assert "its earlier turn (round 1) was removed" in said
+    assert "this answer is now round 3" in said
+    assert "the 2 turns that followed it (now rounds 1–2) were answered against its old " \
+           "version" in said
+    assert user_turns(sim) == ["Step two.", "Step three.", "Step one, revised."]
     history = text_of(execute(kernel, "%kimi history"))
     assert "Step one." not in history and "Step one, revised." in history
+
+
+def test_a_rerun_with_once_replaces_nothing_and_says_what_it_asked(kernel, sim):
+    execute(kernel, "%load_ext kimi_magic")
+    execute(kernel, "%%kimi\nStep one.", cell_id="c1")
+    execute(kernel, "%%kimi\nStep two.", cell_id="c2")
+    said = text_of(execute(kernel, "%%kimi --once\nStep one, revised.", cell_id="c1"))
+    assert user_turns(sim) == ["Step two.", "Step one, revised."], "asked without the old turn"
+    assert "replace" not in said and "removed" not in said
+    assert "its earlier turn (round 1) stays in the context" in said
+    assert "--once: this turn was not recorded." in said
+    execute(kernel, "%%kimi\nStep three.", cell_id="c3")
+    assert user_turns(sim) == ["Step one.", "Step two.", "Step three."], "nothing replaced"
 
 
 def test_cells_without_ids_append(kernel, sim):

@@ -9,6 +9,7 @@ archive and head in one transaction, so a failed turn leaves nothing behind.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
@@ -49,7 +50,10 @@ class Turn:
     context_tokens: int
     window: int
     recorded: bool = True
+    #: The round (1-based) an earlier run of the same notebook cell had made, if any.
     replaced: int | None = None
+    #: The round (1-based) this turn was recorded as.
+    round: int | None = None
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
     finish_reason: str | None = None
@@ -61,6 +65,39 @@ class Turn:
     @property
     def fill(self) -> float:
         return self.context_tokens / self.window if self.window else 0.0
+
+
+def parses(text: str) -> bool:
+    """Whether ``text`` is one JSON value (what ``--json`` promises the caller)."""
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
+def rerun_notice(replaced: int, followed: int, turn: Turn) -> str:
+    """What re-running a notebook cell did with the turn its earlier run made (round
+    ``replaced``, followed by ``followed`` later rounds): only what really happened.
+
+    >>> t = Turn("", "", "m", Usage(), None, 0.0, 0, 1, round=3)
+    >>> rerun_notice(3, 0, t)
+    'Re-ran this cell: this answer replaces its earlier turn (round 3).'
+    """
+    if not turn.recorded:
+        return (f"Re-ran this cell: its earlier turn (round {replaced}) stays in the context, "
+                "as this turn was not recorded; this answer was asked without it.")
+    if not followed:
+        return f"Re-ran this cell: this answer replaces its earlier turn (round {replaced})."
+    now = ""
+    if turn.round == replaced + followed:  # no compaction renumbered the rounds meanwhile
+        last = replaced + followed - 1
+        now = f" (now round {replaced})" if followed == 1 else f" (now rounds {replaced}–{last})"
+    later = ("the turn that followed it" if followed == 1
+             else f"the {followed} turns that followed it")
+    return (f"Re-ran this cell: its earlier turn (round {replaced}) was removed (archived, "
+            f"recallable) and this answer is now round {turn.round}, at the end; {later}{now} "
+            f"{'was' if followed == 1 else 'were'} answered against its old version.")
 
 
 @dataclass
@@ -102,6 +139,7 @@ class Ask:
         """Prepare, converse, record (unless ``once``); the turn."""
         c = self.conversation
         base, replaced, replaced_rounds = self.base()
+        followed = len(c.context.rounds) - replaced if replaced else 0
         user = Message({"role": "user", "content": self.prompt},
                        {"cell_id": self.cell_id} if self.cell_id else {})
         # The tools schemas count against the window like the messages do.
@@ -121,21 +159,33 @@ class Ask:
         c.last_call = c.clock()
         cap = self.options.max_completion_tokens
         cut = ex.reply.finish_reason == "length"
+        unkept = None
         if not turn.text.strip() and not ex.reply.tool_calls:
-            # An empty reply would teach the next turns nothing and cost them tokens: only
-            # its call (what it cost) is kept.
-            why = (f"the output cap of {cap or 'the default'} tokens (--max-tokens) was used "
-                   "up before any answer, by thinking" if cut else "the model sent no text")
-            self.notices.append(f"The reply is empty: {why}. Nothing was recorded."
+            # An empty reply would teach the next turns nothing and cost them tokens.
+            unkept = ("The reply is empty", "was used up before any answer, by thinking",
+                      "the model sent no text")
+        elif self.options.json and not parses(turn.text):
+            # --json promises a JSON value: keeping one that does not parse would leave a
+            # turn recorded whose cell failed.
+            unkept = ("The reply is not valid JSON", "cut it short",
+                      "the model's text does not parse")
+        if unkept:
+            what, capped, otherwise = unkept
+            why = (f"the output cap of {cap or 'the default'} tokens (--max-tokens) {capped}"
+                   if cut else otherwise)
+            self.notices.append(f"{what}: {why}. Nothing was recorded."
                                 + (" Raise --max-tokens and re-run." if cut else ""))
             turn.recorded = False
-            self.record_call(ex)
+            self.record_call(ex)  # only what the call cost is kept
         elif cut:
             self.notices.append(f"The reply hit the output cap ({cap or 'default'} tokens, "
                                 "--max-tokens) and is cut short; raise --max-tokens for all of "
                                 "it.")
         if turn.recorded:
             self.record(ex, replaced_rounds)
+            turn.round = len(c.context.rounds)
+        if replaced:
+            self.notices.insert(0, rerun_notice(replaced, followed, turn))
         turn.context_tokens = c.tokens()
         if turn.recorded:
             line = self.compaction.after_turn(chosen)

@@ -18,11 +18,13 @@ from __future__ import annotations
 import html
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ..core.text import clip
 from ..core.turn import Turn
+from ..wire.errors import KimiError
 from ..wire.events import (
     ContentDelta,
     ReasoningDelta,
@@ -117,6 +119,11 @@ def code_markdown(text: str, lang: str = "python") -> str:
     return fenced(text, lang)
 
 
+#: The mark under a reply that arrived only in part, or was interrupted: nothing was kept.
+CUT_OFF = "*— cut off: not recorded*"
+INTERRUPTED = "*— interrupted: not recorded*"
+
+
 class StreamView:
     """Receives a turn's stream events and renders them with ``display`` handles.
 
@@ -202,6 +209,20 @@ class StreamView:
         self._handle = None
         self.content, self.reasoning, self.tools = [], [], []
         self._dirty = False
+
+    @contextmanager
+    def unrecorded_on_failure(self) -> Iterator[StreamView]:
+        """Around a call streaming into this view (a turn, a compress): when it fails or is
+        interrupted, what was shown stays, marked as not recorded."""
+        try:
+            yield self
+        except KimiError as err:
+            if err.partial or self.content or self.reasoning or self.tools:
+                self.close(CUT_OFF)
+            raise
+        except KeyboardInterrupt:
+            self.close(INTERRUPTED)
+            raise
 
     def close(self, footer: str = "") -> None:
         """Final render (always, so the last tokens are never left unshown)."""

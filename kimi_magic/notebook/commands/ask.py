@@ -12,7 +12,6 @@ from IPython.display import display
 from ...core import models as model_table
 from ...core.errors import SessionError
 from ...core.interpolate import interpolate
-from ...wire.errors import KimiError
 from ...wire.request import Options
 from ..display import StreamView, status_bundle, status_line
 from .registry import Grammar, arg
@@ -142,18 +141,10 @@ def run(magic: Any, args: Any, cell: str) -> Any:
         opts.tools = tools.specs
     note = magic.cells.note_for(session.name, magic.notebook_context,
                                 [session.settings.api_key])
-    try:
+    with view.unrecorded_on_failure():
         turn = session.ask(prompt, model=args.model, options=opts, once=args.once,
                            cell_id=cell_id(magic.shell), on_delta=view, tools=tools, note=note,
                            max_cost=args.max_cost)
-    except KimiError as err:
-        # Mark whatever was shown (answer, reasoning or tool lines) as not kept.
-        if err.partial or view.content or view.reasoning or view.tools:
-            view.close("*— cut off: not recorded*")
-        raise
-    except KeyboardInterrupt:
-        view.close("*— interrupted: not recorded*")
-        raise
     # Without streaming (or when a server sent the reply whole) fill the view at the end.
     if not view.content and turn.text:
         view.content.append(turn.text)
@@ -162,9 +153,6 @@ def run(magic: Any, args: Any, cell: str) -> Any:
     view.close()
     magic.cells.mark(session.name)
     notices = list(turn.notices)
-    if turn.replaced and turn.recorded:
-        notices.insert(0, f"Re-ran this cell: replaced its earlier turn (round "
-                       f"{turn.replaced}) instead of adding a duplicate.")
     if args.once:
         notices.append("--once: this turn was not recorded.")
     display(status_bundle(status_line(turn), notices), raw=True)
@@ -209,14 +197,17 @@ def deliver(shell: Any, args: Any, text: str) -> None:
     """``--format code`` fills the next cell; ``--out VAR`` (with ``--json``: parsed)."""
     if args.format == "code":
         shell.set_next_input(strip_fences(text), replace=False)
-    if args.out:
+    if args.out and args.json:
+        try:
+            value = json.loads(text)
+        except ValueError:
+            # The session did not record it either (Ask keeps no --json reply that fails
+            # to parse): the cell fails and leaves nothing behind.
+            raise SessionError(f"the reply is not valid JSON, so it was not recorded and "
+                               f"{args.out} was not assigned") from None
+        shell.user_ns[args.out] = value
+    elif args.out:
         shell.user_ns[args.out] = text
-        if args.json:
-            try:
-                shell.user_ns[args.out] = json.loads(text)
-            except ValueError:
-                raise SessionError(f"the reply is not valid JSON; {args.out} holds the "
-                                   "raw text") from None
 
 
 def cell_id(shell: Any) -> str | None:

@@ -80,7 +80,8 @@ def compress(magic: Any, args: Any) -> None:
     replace is not used: the rounds stay.
     """
     view = StreamView(fmt="markdown")
-    res = magic.session.compress(args.keep_rounds, on_delta=view)
+    with view.unrecorded_on_failure():
+        res = magic.session.compress(args.keep_rounds, on_delta=view)
     view.close()
     print(res.line())
 
