@@ -126,3 +126,18 @@ def test_the_head_commits_a_context_with_its_call_row_and_reads_it_back(tmp_path
     assert again.context.wire() == ctx.wire()
     assert [c["kind"] for c in again.calls] == ["chat", "map"]
     assert again.head.state() == first.head.state()
+
+
+def test_a_new_layer_takes_what_the_server_counted_beyond_the_prose_and_learns_from_it():
+    # Where the server cannot count a prefix (vLLM, llama.cpp), the turn after a first pin
+    # teaches the pins' calibration: the prose keeps its calibrated figure, the pin the rest.
+    acc = Accounting(Settings(), clock=lambda: 5.0)
+    acc.calibrate(110, 100)
+    pin = Message.of("system", "0.125,0.25,0.375\n" * 60)
+    user = Message.of("user", "Which row has the largest value, and why does it matter?")
+    prose = acc.message_tokens(user)
+    acc.learn([("pins", pin), ("history", user)], prose + 300)
+    assert acc.message_tokens(user) == prose and acc.message_tokens(pin) == 300
+    assert acc.factor("pins") == pytest.approx(300 / pin.tokens)
+    other = Message.of("system", "0.5,0.75,0.875\n" * 60)
+    assert abs(acc.message_tokens(other, "pins") - 300) < 30, "the next pin is estimated near"

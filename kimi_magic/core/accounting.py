@@ -141,10 +141,10 @@ class Accounting:
         message)`` pairs, in order) plus the ``tools`` schemas sent with them.
 
         What it counted beyond the messages it had counted in earlier prompts is shared
-        among the others (by their local estimates). A layer's calibration learns only from
-        a count whose new messages (nearly) all belong to it, so a CSV pin does not skew
-        prose, and
-        tools schemas, which never enter the context, keep a count of their own (learnt once
+        among the others (by their local estimates, or, when a layer is new to the
+        calibration, all to it). A layer's calibration learns only from a count whose new
+        messages (nearly) all belong to it, so a CSV pin does not skew prose, and tools
+        schemas, which never enter the context, keep a count of their own (learnt once
         per set of schemas), so a tool turn compares like with like.
         """
         if server_tokens <= 0:
@@ -161,13 +161,24 @@ class Accounting:
             rest -= self.tools_known[key]
         if not new or rest <= 0:
             return
+        # A layer whose calibration is not learnt yet (a first pin, a summary) floats: the
+        # other new messages keep the figure they had (a reply's generated count, prose at
+        # the history's factor) and the floating layer takes what the server counted beyond
+        # them, which is what its calibration learns from.
+        floating = [(layer, m) for layer, m in new if layer != "history"
+                    and layer not in self.seen and m.hash not in self.generated]
+        anchored = [(layer, m) for layer, m in new if (layer, m) not in floating]
+        held = sum(self.message_tokens(m, layer) for layer, m in anchored)
+        if floating and anchored and rest - held > 0:
+            for layer, m in anchored:
+                self._keep(m, self.message_tokens(m, layer))
+            new, rest = floating, rest - held
         local = sum(m.tokens for _, m in new) or 1
         given = 0
         for i, (_, m) in enumerate(new):
             n = rest - given if i == len(new) - 1 else min(rest - given,
                                                             round(rest * m.tokens / local))
-            self.known[m.hash] = n
-            self.generated.pop(m.hash, None)
+            self._keep(m, n)
             given += n
         weight: dict[str, int] = {}
         for layer, m in new:
@@ -175,6 +186,10 @@ class Accounting:
         layer, most = max(weight.items(), key=lambda kv: kv[1])
         if most >= DOMINANT * local and not tools:
             self.calibrate(rest, local, layer)
+
+    def _keep(self, m: Message, n: int) -> None:
+        self.known[m.hash] = n
+        self.generated.pop(m.hash, None)
 
     def generated_reply(self, m: Message, completion_tokens: int) -> None:
         """The server generated ``m`` in ``completion_tokens``: its count until the next
