@@ -155,12 +155,6 @@ def test_no_module_reaches_into_an_object_for_another_modules_private_names():
 #: more than one job, and the extra job belongs in a part of its own.
 MAX_CLASS_LINES = 300
 
-#: Classes over the limit that are being split elsewhere, with the reason; keep it empty.
-OVER_THE_LIMIT = {
-    "kimi_magic.notebook.widget.Dashboard": "widget.py is being reworked in another branch "
-                                            "(issue 22 §7); split it when that lands",
-}
-
 
 def class_lengths() -> dict[str, int]:
     """Every class in the package, by qualified name: the lines it spans."""
@@ -176,8 +170,5 @@ def class_lengths() -> dict[str, int]:
 def test_no_class_is_over_three_hundred_lines():
     lengths = class_lengths()
     assert lengths["kimi_magic.core.session.Session"] > 100, "the measure sees real classes"
-    over = {name: n for name, n in lengths.items()
-            if n > MAX_CLASS_LINES and name not in OVER_THE_LIMIT}
+    over = {name: n for name, n in lengths.items() if n > MAX_CLASS_LINES}
     assert over == {}
-    stale = [name for name in OVER_THE_LIMIT if lengths.get(name, 0) <= MAX_CLASS_LINES]
-    assert stale == [], "a class back under the limit leaves the exception list"

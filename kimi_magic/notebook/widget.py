@@ -312,18 +312,7 @@ class Dashboard(widgets.VBox):
         self._run(op)
 
     def _compress(self) -> None:
-        chars = [0]
-        last = [0.0]
-
-        def on_delta(event: StreamEvent) -> None:
-            if not isinstance(event, ContentDelta):
-                return
-            chars[0] += len(event.text)
-            now = time.monotonic()
-            if now - last[0] >= PROGRESS_EVERY:
-                last[0] = now
-                self._say(f"Compressing… {chars[0]:,} characters of summary so far", "info")
-
+        on_delta = summary_progress(self._say)
         self._run(lambda: self.session.compress(on_delta=on_delta).line(),
                   progress="Compressing… (the summary is being written)")
 
@@ -383,6 +372,24 @@ def fork_name(session: Session, sessions: Sessions) -> str:
         n += 1
     return f"{session.name[:50]}-fork{n}"
 
+
+def summary_progress(say: Callable[[str, str], None]) -> Callable[[StreamEvent], None]:
+    """A compress's stream callback: every ``PROGRESS_EVERY`` seconds, ``say`` how much of the
+    summary has arrived (the dashboard's message line)."""
+    chars = 0
+    last = 0.0
+
+    def on_delta(event: StreamEvent) -> None:
+        nonlocal chars, last
+        if not isinstance(event, ContentDelta):
+            return
+        chars += len(event.text)
+        now = time.monotonic()
+        if now - last >= PROGRESS_EVERY:
+            last = now
+            say(f"Compressing… {chars:,} characters of summary so far", "info")
+
+    return on_delta
 
 def nothing_to_compress(session: Session) -> str:
     """Why Compress would do nothing now ("" when it would not)."""
