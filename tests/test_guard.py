@@ -263,3 +263,28 @@ def test_a_compress_that_falls_back_to_truncate_says_so_and_names_the_snapshot(s
     assert s.find_snapshot(snap_id).rounds == 1
     run(shell, f"%kimi rollback {snap_id}")
     assert "req-00000" in s.context.rounds[0][0].text
+
+
+# -- every request of a tool loop ------------------------------------------------------------
+BIG_TOOL = ('def read_dump() -> str:\n'
+            '    """The data dump."""\n'
+            '    return " ".join(f"row {i} value {i * 13}" for i in range(3000))\n')
+
+
+@pytest.mark.parametrize("limit", ["max_call_usd = 0.003", "budget_usd = 0.004"])
+def test_each_tool_loop_request_is_checked_and_a_refusal_records_no_half_turn(
+        shell, sim, limit):
+    shell.run_cell(BIG_TOOL)
+    run(shell, "%kimi tool read_dump")
+    run(shell, f"%config KimiMagic.{limit}")
+    result, _ = run(shell, "%%kimi --tools --no-think --max-tokens 300\n"
+                           "sim:call read_dump {}\nSummarise the dump.")
+    assert not result.success
+    message = str(result.error_in_exec)
+    assert "refused: tool step 1 of this turn" in message and "\n" not in message
+    assert "cost is recorded; the turn is not" in message
+    # The first request went out (it was within the limit); the one carrying the dump not.
+    assert len(chats(sim)) == 1
+    s = session(shell)
+    assert len(s.context.rounds) == 0, "no half turn in the history"
+    assert [c["kind"] for c in s.calls] == ["chat"] and s.calls[0]["cost"] > 0

@@ -105,10 +105,11 @@ class Guard:
         return float(self.session.accounting.summary()["cost_total"] or 0.0)
 
     def check(self, what: str, model: Model, worst: float | None, detail: str = "", *,
-              total: float | None = None) -> None:
+              total: float | None = None, pending: float = 0.0) -> None:
         """Refuse (``CostRefused``, one line, nothing sent) a call of cost ``worst`` over
         the per-call limit, or calls of cost ``total`` (default: ``worst``) that would take
-        the session past its budget. Unpriced models are never refused."""
+        the session past its budget. ``pending`` is spent but not recorded yet (the earlier
+        requests of a tool loop). Unpriced models are never refused."""
         if worst is None:
             return
         total = worst if total is None else total
@@ -121,7 +122,7 @@ class Guard:
                 f"limit of {usd(limit)}; nothing was sent. Allow it with --max-cost "
                 f"{_up(worst)} on the cell or %config KimiMagic.max_call_usd = {_up(worst)}")
         budget = self.session.settings.budget_usd
-        spent = self.spent()
+        spent = self.spent() + pending
         if budget is not None and spent + total > budget:
             raise CostRefused(
                 f"refused: {about} could cost up to {usd(total)}, and {usd(spent)} of the "

@@ -24,7 +24,7 @@ from .compaction import Compaction
 from .context import Context, Message
 from .conversation import Conversation
 from .errors import SessionError
-from .guard import output_cap, worst_cost
+from .guard import CostRefused, output_cap, worst_cost
 from .models import Model
 
 
@@ -190,7 +190,7 @@ class Ask:
         if turn.recorded:
             line = self.compaction.after_turn(chosen)
             if line:
-                turn.notices.append(line)
+                turn.notices.extend(line.splitlines())  # a notice per compaction stage
         c.events.notify("turn", turn)
         return turn
 
@@ -241,9 +241,10 @@ class Ask:
         while True:
             local = ex.base.tokens + sum(m.tokens for m in ex.new)
             was_current = ex.base is c.context
-            reply = self.call(chosen, messages, opts, ex.base, ex.new,
-                              c.accounting.tokens(ex.base, *ex.new)
-                              + c.accounting.tools_tokens(opts.tools))
+            sent = c.accounting.tokens(ex.base, *ex.new) + c.accounting.tools_tokens(opts.tools)
+            if steps:
+                self.check_step(chosen, ex, opts, sent, steps)
+            reply = self.call(chosen, messages, opts, ex.base, ex.new, sent)
             if was_current and ex.base is not c.context:
                 # The server refused the length and call() compacted and retried: the turn
                 # now extends the compacted context, not the one we started from.
@@ -286,6 +287,23 @@ class Ask:
                                 f"billed ${model_table.WEB_SEARCH_USD} each (${web_usd:.3f}, "
                                 "included in the cost)")
         return ex
+
+    def check_step(self, chosen: Model, ex: Exchange, opts: Options, sent: int,
+                   step: int) -> None:
+        """The cost guard again before each request of the tool loop after the first: each
+        one resends the turn so far, tool results included, and can cost far more than the
+        first. A refusal records the cost of the requests already made, not the half turn."""
+        c = self.conversation
+        cap = output_cap(chosen, c.choice.options(opts, chosen), sent)
+        try:
+            c.guard.check(f"tool step {step} of this turn", chosen,
+                          worst_cost(chosen, sent, cap),
+                          f"~{sent:,} tokens in, up to {cap:,} out", pending=ex.cost or 0.0)
+        except CostRefused as err:
+            self.record_call(ex)
+            made = f"{step} request{'s' if step > 1 else ''}"
+            raise CostRefused(f"{err} (this turn's first {made} and its tools ran, their cost "
+                              "is recorded; the turn is not)") from None
 
     def call(self, model: Model, messages: list[dict[str, Any]], opts: Options, base: Context,
              new: list[Message], sent: int) -> Reply:
