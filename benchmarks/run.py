@@ -100,6 +100,11 @@ def strategy_table(out: dict[str, Any], quick: bool, step: Any) -> workload.Work
                             for n, r in results[workload.DEFAULT_MODEL].items()}
     out["facts_by_kind_k3"] = {n: r["facts_by_kind"] for n, r in results["kimi-k3"].items()}
     out["targets"] = targets(out)
+    if quick:
+        # A 12-round, 40K-token session never reaches the default threshold: its ratios
+        # test the harness, not the policy.
+        out["targets_note"] = "--quick: targets apply to the full 50-round session only"
+        print(f"  {out['targets_note']}", flush=True)
     for name, t in out["targets"].items():
         print(f"  target {name}: {t['measured']} vs {t['target']}: "
               f"{'met' if t['met'] else 'MISSED'}", flush=True)
