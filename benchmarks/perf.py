@@ -22,6 +22,7 @@ from typing import Any
 import openai
 
 from kimi_magic import Message, Pin, Session, Settings, Store
+from kimi_magic.core.interpolate import interpolate
 from kimi_magic.notebook.display import StreamView, status_line
 from kimi_magic.simulator import Simulator, count_prompt_tokens
 from kimi_magic.wire.events import StreamEvent
@@ -55,54 +56,145 @@ def _grow(s: Session, target: int, sim: Simulator) -> None:
         i += 1
 
 
+def _log(i: int, tokens: int) -> str:
+    """A pasted log of about ``tokens`` tokens (no braces: a log rarely has any)."""
+    line = (f"2026-12-01 12:{i % 60:02d}:07,412 INFO worker-3 step={i} loss=0.{i % 997:03d} "
+            f"path=/srv/runs/r{i}/metrics.csv elapsed=41.2s\n")
+    per_line = count_prompt_tokens([{"role": "user", "content": line * 20}]) / 20
+    return f"Here is the log of run {i}; what failed?\n" + line * max(1, int(tokens / per_line))
+
+
+def _pairs(s: Session, raw: openai.OpenAI, label: str, prompts: list[str],
+           namespace: dict[str, Any]) -> tuple[float, float]:
+    """Median seconds of our turn and of the raw SDK call, interleaved, one per prompt.
+
+    Ours is what a ``%%kimi`` cell runs: ``{name}`` interpolation, ``Session.ask`` through
+    the real ``StreamView`` and its commit. The first pair warms connections and the cache.
+    """
+    base = s.snapshot(f"base {label}")
+    messages = s.context.wire()
+    ours, theirs = [], []
+    for i, prompt in enumerate(prompts):
+        gc.collect()
+        view = StreamView(display=_no_display)
+        t = time.perf_counter()
+        turn = s.ask(interpolate(prompt, namespace), on_delta=view)
+        view.close(status_line(turn))
+        spent = time.perf_counter() - t
+        # Back to the fixed context (untimed): a new snapshot of the state left, then
+        # rollback, so every repetition sends the same number of tokens.
+        s.snapshot(f"rep {label} {i}")
+        s.rollback(base.id)
+        gc.collect()
+        t = time.perf_counter()
+        stream = raw.chat.completions.create(
+            model=s.settings.model, messages=[*messages, {"role": "user", "content": prompt}],
+            max_completion_tokens=32_768, stream=True, stream_options={"include_usage": True})
+        text = [c.choices[0].delta.content for c in stream
+                if c.choices and c.choices[0].delta.content]
+        raw_spent = time.perf_counter() - t
+        assert text
+        if i:
+            ours.append(spent)
+            theirs.append(raw_spent)
+    return statistics.median(ours), statistics.median(theirs)
+
+
 def overhead(reps: int = 15) -> dict[str, Any]:
-    """Median seconds per turn, ours vs raw SDK, interleaved, at each context size."""
+    """Median seconds per turn, ours vs raw SDK, interleaved, at each context size.
+
+    Two turns at each size: a short question on a context of that size, and a big paste (a
+    log that is a third of what is sent) on a context of two thirds of it. Then a short
+    question after 1,000 short rounds (2,000 messages), and, reported apart, one paste turn
+    that passes the compaction threshold and so compacts (its compress call on the wire).
+    """
     out: dict[str, Any] = {"overhead_ratio_by_context": {}, "raw_sdk_seconds_by_context": {},
-                           "ours_seconds_by_context": {}, "context_tokens": {}}
+                           "ours_seconds_by_context": {}, "context_tokens": {},
+                           "overhead_paste_ratio_by_context": {},
+                           "raw_sdk_paste_seconds_by_context": {},
+                           "ours_paste_seconds_by_context": {}, "paste_tokens_by_context": {}}
+    namespace = {"df_name": "churn", "rows": list(range(50))}  # a notebook's namespace
+    stops = sorted([(size * 2 // 3, "paste", label) for label, size in CONTEXTS.items()]
+                   + [(size, "small", label) for label, size in CONTEXTS.items()])
     with Simulator(port=0, record=False) as sim, tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "store.sqlite")
         settings = Settings(base_url=sim.url, api_key="sk-bench", compact_mode="off",
                             retry_base=0.01)
         s = Session("overhead", settings, store=store)
         raw = openai.OpenAI(base_url=sim.url, api_key="sk-bench", max_retries=0)
-        for label, size in CONTEXTS.items():
+        for size, kind, label in stops:
             _grow(s, size, sim)
-            base = s.snapshot(f"base {label}")
-            messages = s.context.wire()
-            out["context_tokens"][label] = count_prompt_tokens(messages)
-            ours, theirs = [], []
-            for i in range(reps + 1):
-                prompt = PROMPT.format(i=i)
-                gc.collect()
-                view = StreamView(display=_no_display)
-                t = time.perf_counter()
-                turn = s.ask(prompt, on_delta=view)
-                view.close(status_line(turn))
-                spent = time.perf_counter() - t
-                # Back to the fixed context (untimed): a new snapshot of the state left, then
-                # rollback, so every repetition sends the same number of tokens.
-                s.snapshot(f"rep {label} {i}")
-                s.rollback(base.id)
-                gc.collect()
-                t = time.perf_counter()
-                stream = raw.chat.completions.create(
-                    model=settings.model, messages=[*messages, {"role": "user", "content": prompt}],
-                    max_completion_tokens=32_768, stream=True,
-                    stream_options={"include_usage": True})
-                text = [c.choices[0].delta.content for c in stream
-                        if c.choices and c.choices[0].delta.content]
-                raw_spent = time.perf_counter() - t
-                assert text
-                if i:  # the first pair warms connections and the prompt cache
-                    ours.append(spent)
-                    theirs.append(raw_spent)
-            ratio = statistics.median(ours) / statistics.median(theirs)
-            out["overhead_ratio_by_context"][label] = round(ratio, 3)
-            out["raw_sdk_seconds_by_context"][label] = round(statistics.median(theirs), 5)
-            out["ours_seconds_by_context"][label] = round(statistics.median(ours), 5)
+            if kind == "small":
+                out["context_tokens"][label] = count_prompt_tokens(s.context.wire())
+                prompts = [PROMPT.format(i=i) for i in range(reps + 1)]
+                key = ""
+            else:
+                paste = CONTEXTS[label] - count_prompt_tokens(s.context.wire())
+                prompts = [_log(i, paste) for i in range(reps + 1)]
+                out["paste_tokens_by_context"][label] = count_prompt_tokens(
+                    [{"role": "user", "content": prompts[0]}])
+                key = "paste_"
+            ours, theirs = _pairs(s, raw, f"{kind} {label}", prompts, namespace)
+            out[f"overhead_{key}ratio_by_context"][label] = round(ours / theirs, 3)
+            out[f"raw_sdk_{key}seconds_by_context"][label] = round(theirs, 5)
+            out[f"ours_{key}seconds_by_context"][label] = round(ours, 5)
+        out["compaction_turn"] = _compaction_turn(s, settings, reps=1 if reps < 8 else 3)
         store.close()
+        out.update(_long_session(sim, raw, Path(tmp), namespace, reps))
     out["overhead_ratio_200k"] = out["overhead_ratio_by_context"]["200k"]
     return out
+
+
+def _long_session(sim: Simulator, raw: openai.OpenAI, tmp: Path, namespace: dict[str, Any],
+                  reps: int) -> dict[str, Any]:
+    """A short question after 1,000 short rounds, ours vs raw SDK."""
+    from benchmarks import scale
+
+    path = tmp / "long.sqlite"
+    scale.build(path, 1000, 0)
+    store = Store(path)
+    s = Session(scale.NAME, Settings(base_url=sim.url, api_key="sk-bench",
+                                     compact_mode="off", retry_base=0.01), store=store)
+    tokens = count_prompt_tokens(s.context.wire())
+    ours, theirs = _pairs(s, raw, "1000 rounds", [PROMPT.format(i=i) for i in range(reps + 1)],
+                          namespace)
+    store.close()
+    return {"overhead_ratio_1000_rounds": round(ours / theirs, 3),
+            "raw_sdk_seconds_1000_rounds": round(theirs, 5),
+            "ours_seconds_1000_rounds": round(ours, 5), "context_tokens_1000_rounds": tokens,
+            "messages_1000_rounds": len(s.context.wire())}
+
+
+def _compaction_turn(s: Session, settings: Settings, reps: int) -> dict[str, Any]:
+    """A paste turn that takes the context past the compaction threshold, with compaction on:
+    its time, the two calls' time on the wire, and ours (the rest)."""
+    base = s.rollback("base paste 200k")  # two thirds of 200K: the paste takes it past
+    settings.compact_mode = "compress"
+    threshold = s.settings.threshold(s.model().context_length, s.model().compact_at)
+    paste = max(1_000, threshold - count_prompt_tokens(s.context.wire()) + 10_000)
+    runs = []
+    for i in range(reps):
+        calls = len(s.calls)
+        gc.collect()
+        view = StreamView(display=_no_display)
+        t = time.perf_counter()
+        turn = s.ask(_log(1000 + i, paste), on_delta=view)
+        view.close(status_line(turn))
+        spent = time.perf_counter() - t
+        new = s.calls[calls:]
+        wire = {kind: sum(c["seconds"] for c in new if c["kind"] == kind)
+                for kind in ("chat", "compress")}
+        runs.append({"seconds": spent, "chat_wire_seconds": wire["chat"],
+                     "compress_wire_seconds": wire["compress"],
+                     "ours_seconds": spent - wire["chat"] - wire["compress"],
+                     "compacted": bool(turn.notices), "notice": " ".join(turn.notices)[:160]})
+        s.rollback(base.id)
+    settings.compact_mode = "off"
+    keys = ("seconds", "chat_wire_seconds", "compress_wire_seconds", "ours_seconds")
+    return {"context_tokens": base.tokens, "paste_tokens": paste, "threshold": threshold,
+            "compacted": all(r["compacted"] for r in runs), "notice": runs[-1]["notice"],
+            "reps": reps,
+            **{k: round(statistics.median(r[k] for r in runs), 4) for k in keys}}
 
 
 def snapshots(count: int = 1000, reps: int = 20) -> dict[str, Any]:

@@ -23,6 +23,12 @@ def test_quick_run_reports_every_key(tmp_path: Path) -> None:
     assert set(r["overhead_ratio_by_context"]) == {"1k", "32k", "128k", "200k"}
     assert 0.2 < r["overhead_ratio_200k"] < 5
     assert r["context_tokens"]["200k"] > 190_000
+    # The big paste (a third of what is sent) beside the short question, at every size.
+    assert set(r["overhead_paste_ratio_by_context"]) == {"1k", "32k", "128k", "200k"}
+    assert all(0.1 < v < 10 for v in r["overhead_paste_ratio_by_context"].values())
+    assert r["paste_tokens_by_context"]["200k"] > 50_000
+    assert r["messages_1000_rounds"] > 2000 and 0 < r["overhead_ratio_1000_rounds"] < 5
+    assert r["compaction_turn"]["compacted"] and r["compaction_turn"]["ours_seconds"] > 0
     # The floor: a raw SDK call on a 1K context answers fast (no 40 ms Nagle stall).
     assert 0 < r["raw_sdk_seconds_by_context"]["1k"] < 0.2
     assert r["server_nodelay"] is True
