@@ -16,10 +16,11 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
+from ..wire.messages import MessageFields
 from . import tokens
 
 
-class Message:
+class Message(MessageFields):
     """One wire message, immutable, kept exactly as sent or received.
 
     ``data`` is the OpenAI-format dict (assistant replies keep ``reasoning_content`` and
@@ -55,12 +56,8 @@ class Message:
         return content or ""
 
     @property
-    def reasoning(self) -> str:
-        return self.data.get("reasoning_content") or ""
-
-    @property
-    def tool_calls(self) -> list[dict[str, Any]]:
-        return self.data.get("tool_calls") or []
+    def wire_data(self) -> dict[str, Any]:
+        return self.data
 
     @property
     def tokens(self) -> int:

@@ -46,6 +46,28 @@ def image_part(data: bytes, mime: str) -> dict[str, Any]:
     return {"type": "image_url", "image_url": {"url": url}}
 
 
+class MessageFields:
+    """The fields a thinking model's reply carries, read the same way wherever a message is
+    held (a stored ``Message``, a server ``Reply``): the holder names its dict in ``wire_data``.
+    """
+
+    __slots__ = ()
+
+    @property
+    def wire_data(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @property
+    def reasoning(self) -> str:
+        """The reasoning sent with the message (``reasoning_content``), ``""`` if none."""
+        return self.wire_data.get("reasoning_content") or ""
+
+    @property
+    def tool_calls(self) -> list[dict[str, Any]]:
+        """The tool calls the message makes, ``[]`` if none."""
+        return self.wire_data.get("tool_calls") or []
+
+
 def assistant_message(message: dict[str, Any], prefix: str | None = None) -> dict[str, Any]:
     """A reply's message as history keeps it and sends it back.
 

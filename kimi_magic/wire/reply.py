@@ -12,6 +12,7 @@ from typing import Any
 
 from .errors import KimiError, error_from_entry, short
 from .events import ContentDelta, OnEvent, ReasoningDelta, TextDelta, ToolCallStarted
+from .messages import MessageFields
 
 
 @dataclass
@@ -62,7 +63,7 @@ def dump(obj: Any) -> dict[str, Any]:
 
 
 @dataclass
-class Reply:
+class Reply(MessageFields):
     """An assistant message exactly as the server produced it, with its usage."""
 
     message: dict[str, Any]
@@ -76,12 +77,8 @@ class Reply:
         return self.message.get("content") or ""
 
     @property
-    def reasoning(self) -> str:
-        return self.message.get("reasoning_content") or ""
-
-    @property
-    def tool_calls(self) -> list[dict[str, Any]]:
-        return self.message.get("tool_calls") or []
+    def wire_data(self) -> dict[str, Any]:
+        return self.message
 
 
 class Assembler:
