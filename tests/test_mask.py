@@ -79,8 +79,13 @@ def test_auto_compaction_masks_old_pastes_without_a_model_call(ipython, sim):
     text = run(ipython, f"%kimi recall {ident}")
     assert LOG in text
     assert any(LOG in h["text"] for h in s.recall(ident))
+    run(ipython, "%%kimi --tools\nsim:call recall_archive {\"query\": \"" + ident + "\"}\n"
+                 "Get the log back.")
+    results = [m["content"] for body in chats(sim) for m in body["messages"]
+               if m["role"] == "tool" and "recall_archive" in m.get("name", "")]
+    assert any(LOG in r for r in results), "the recall tool returns the masked text whole"
     # And rollback to the snapshot taken before masking restores the paste in the context.
-    snap = next(sn for sn in reversed(s.snapshots) if "before mask" in sn.label)
+    snap = next(sn for sn in s.snapshots if "before mask" in sn.label)
     run(ipython, f"%kimi rollback {snap.id}")
     assert LOG in s.context.rounds[0][0].text
 

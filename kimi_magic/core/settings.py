@@ -26,9 +26,10 @@ DEFAULT_BASE_URL = "https://api.moonshot.ai/v1"
 DEFAULT_SYSTEM = "You are Kimi, a helpful assistant working inside a Jupyter notebook."
 
 #: Named groups of settings, one ``%config KimiMagic.preset = NAME`` away.
-#: "economy" compacts early and cheaply: past 32K tokens the oldest rounds are compressed
-#: (the fact check keeps every figure, id and path; the originals stay recallable), two
-#: rounds are kept verbatim, and the 1-hour prompt cache is requested so a long think between
+#: "economy" compacts early and cheaply: past 32K tokens large pastes and tool results in
+#: older rounds become stubs, then if needed the oldest rounds are compressed (the fact
+#: check keeps every figure, id and path; the originals stay recallable), two rounds are
+#: kept verbatim, and the 1-hour prompt cache is requested so a long think between
 #: cells does not resend the context at full price. See benchmarks/RESULTS.md for its cost.
 PRESETS: dict[str, dict[str, Any]] = {
     "economy": {"compact_mode": "compress", "compact_at": 32_000, "keep_rounds": 2,

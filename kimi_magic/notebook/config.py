@@ -21,7 +21,7 @@ from ..core.settings import PRESETS, SETTINGS, Setting
 #: Settings of the notebook layer only: the magic holds them, ``Settings`` does not.
 NOTEBOOK_SETTINGS: tuple[Setting, ...] = (
     Setting("preset", str, optional=True, choices=tuple(PRESETS), help=(
-        "Apply a named group of settings at once: 'economy' (compress past 32K tokens, keep 2 "
+        "Apply a named group of settings at once: 'economy' (compact past 32K tokens, keep 2 "
         "rounds, 1-hour cache; about 80% cheaper on long sessions, every fact kept). None "
         "restores what the preset changed.")),
     Setting("store_path", str, optional=True, env="KIMI_MAGIC_STORE", help=(
