@@ -52,6 +52,18 @@ def test_dry_run_shows_model_layers_cache_and_cost_and_sends_nothing(shell, sim)
     assert len(session(shell).context.rounds) == 1
 
 
+def test_dry_run_names_the_model_that_would_write_summaries(shell, sim):
+    _, text = run(shell, "%%kimi --dry-run\nHi")
+    assert "summaries by" in text and "kimi-k2.6, the session's own" in text
+    shell.run_cell('%config KimiMagic.compact_model = "kimi-k2.7-code"')
+    try:
+        _, text = run(shell, "%%kimi --dry-run\nHi")
+        assert "kimi-k2.7-code (compact_model)" in text and "cache-miss price" in text
+        assert chats(sim) == []
+    finally:
+        shell.run_cell("%config KimiMagic.compact_model = None")
+
+
 def test_dry_run_counts_what_the_core_estimates(shell, sim):
     run(shell, "%%kimi\nHello")
     est = session(shell).estimate("Next question", model="auto")

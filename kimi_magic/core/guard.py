@@ -60,6 +60,7 @@ class Estimate:
     compacts_first: bool
     threshold: int
     compacts_after: bool
+    compact_model: str
     spent: float
     budget: float | None
     max_call: float | None
@@ -178,6 +179,7 @@ class Guard:
             cost_cold=worst_cost(chosen, total, cap), compacts_first=compacts_first,
             threshold=threshold,
             compacts_after=s.settings.compact_mode != "off" and total > threshold,
+            compact_model=s.settings.compact_model or chosen.id,
             spent=self.spent(), budget=s.settings.budget_usd, max_call=self.limit(),
             notices=notices)
 

@@ -98,6 +98,12 @@ def show_estimate(magic: Any, est: Any, title: str) -> None:
         compaction = f"after this turn (past {est.threshold:,} tokens)"
     else:
         compaction = f"no (auto-compact at {est.threshold:,} tokens)"
+    if est.compact_model == est.model:
+        summariser = (f"{est.model}, the session's own: reads the conversation at the "
+                      "cache-hit price")
+    else:
+        summariser = (f"{est.compact_model} (compact_model): reads the whole conversation at "
+                      "its cache-miss price")
     limit = est.max_call
     guard = "unpriced: not limited" if not est.priced else (
         f"{'refused' if limit is not None and est.worst > limit else 'allowed'}: worst case "
@@ -115,6 +121,7 @@ def show_estimate(magic: Any, est: Any, title: str) -> None:
         ["cost guard", guard],
         ["budget", budget],
         ["compacts first", compaction],
+        ["summaries by", summariser],
     ]
     display(table_bundle(["", ""], rows, title), raw=True)
 
