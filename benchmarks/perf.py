@@ -168,10 +168,14 @@ def _long_session(sim: Simulator, raw: openai.OpenAI, tmp: Path, namespace: dict
 def _compaction_turn(s: Session, settings: Settings, reps: int) -> dict[str, Any]:
     """A paste turn that takes the context past the compaction threshold, with compaction on:
     its time, the two calls' time on the wire, and ours (the rest)."""
-    base = s.rollback("base paste 200k")  # two thirds of 200K: the paste takes it past
-    settings.compact_mode = "compress"
     threshold = s.settings.threshold(s.model().context_length, s.model().compact_at)
-    paste = max(1_000, threshold - count_prompt_tokens(s.context.wire()) + 10_000)
+    # The largest of the paste turns' contexts still under the threshold: the paste (at
+    # least a third of what is sent) takes it past.
+    under = [b for b in s.snapshots if b.label.startswith("base paste ") and b.tokens < threshold]
+    base = s.rollback(max(under, key=lambda b: b.tokens).id)
+    settings.compact_mode = "compress"
+    have = count_prompt_tokens(s.context.wire())
+    paste = max(have // 2, threshold - have + 10_000)
     runs = []
     for i in range(reps):
         calls = len(s.calls)

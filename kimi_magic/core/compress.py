@@ -106,7 +106,7 @@ def facts(text: str) -> list[str]:
     runs = " ".join(_MAY_HOLD_FACT.findall(_TIME_OF_DAY.sub(_blank, text)))
     for m in _FACT.finditer(runs):
         value = m.group(0).rstrip(".,;:")
-        if _worth_keeping(value):
+        if value not in found and _worth_keeping(value):
             found.setdefault(value, None)
     return list(found)
 
@@ -259,7 +259,7 @@ def check(source: str, summary: str, budget: int) -> tuple[str, CheckResult]:
     # then other prose, then values inside pasted code and logs (a log holds hundreds of
     # numbers; the one figure a user stated is the one they will ask about).
     sentences = _sentences(source)
-    index_of = _Tokens([s for _, s in sentences])
+    index_of = _Tokens([s for _, s in sentences], {_key(f) for f in result.missing} - {None})
     candidates = []
     for order, fact in enumerate(result.missing):
         i = index_of.first(fact)
@@ -311,6 +311,7 @@ def check(source: str, summary: str, budget: int) -> tuple[str, CheckResult]:
 _WORD = re.compile(r"\w+")
 
 
+@functools.lru_cache(maxsize=16_384)  # a check asks twice per missing fact
 def _key(fact: str) -> str | None:
     """A word of ``fact`` that is a whole word of any text the fact is ``present`` in.
 
@@ -334,12 +335,14 @@ class _Tokens:
     ``first`` gives exactly what scanning every text in order for ``present`` would give.
     """
 
-    def __init__(self, texts: list[str]) -> None:
+    def __init__(self, texts: list[str], keys: set[str] | None = None) -> None:
+        """``keys``: the only words that will be looked up (None: any), the rest not indexed."""
         self.texts = texts
         self.comparisons = 0
         self.where: dict[str, list[int]] = {}
         for i, text in enumerate(texts):
-            for word in set(_WORD.findall(text)):
+            words = set(_WORD.findall(text))
+            for word in words if keys is None else words & keys:
                 self.where.setdefault(word, []).append(i)
 
     def _candidates(self, fact: str) -> Iterable[int]:
@@ -386,6 +389,9 @@ _CODE_OR_LOG = re.compile(
     r"|^\s*\[?\d{4}-\d{2}-\d{2}|\b(?:DEBUG|INFO|WARN|WARNING|ERROR|CRITICAL)\b")
 
 
+_BULLET = re.compile(r"^[-*]\s+")
+
+
 def _sentences(text: str) -> list[tuple[str, str]]:
     """``(role, sentence)`` pairs of a transcript; a role label starts a block of that role."""
     out, role = [], ""
@@ -397,7 +403,7 @@ def _sentences(text: str) -> list[tuple[str, str]]:
         if label:
             role, block = label.group(1).lower(), block[label.end():]
         # Bullets of an earlier summary's verbatim section come back without their "- ".
-        out.append((role, re.sub(r"^[-*]\s+", "", block)))
+        out.append((role, _BULLET.sub("", block, 1) if block[:1] in "-*" else block))
     return out
 
 
