@@ -167,7 +167,7 @@ def mask_message(m: Message, round_no: int, min_tokens: int) -> tuple[Message, l
     text = m.content
     if m.role == "tool":
         name = m.data.get("name") or "a tool"
-        if name.startswith("$") or is_stub(text) or tokens.count(text) < min_tokens:
+        if name.startswith("$") or is_stub(text) or _under(text, min_tokens):
             # A builtin's message ($web_search) echoes its arguments for the server to use.
             return m, []
         found = _masked(text, round_no, m.role, f"the result of {name}")
@@ -175,7 +175,7 @@ def mask_message(m: Message, round_no: int, min_tokens: int) -> tuple[Message, l
     out, done, last = [], [], 0
     for start, end, kind in pasted_blocks(text):
         block = text[start:end].strip("\n")
-        if is_stub(block) or tokens.count(block) < min_tokens:
+        if is_stub(block) or _under(block, min_tokens):
             continue
         found = _masked(block, round_no, m.role, f"a pasted {kind}")
         out.append(text[last:start])
@@ -186,6 +186,13 @@ def mask_message(m: Message, round_no: int, min_tokens: int) -> tuple[Message, l
         return m, []
     out.append(text[last:])
     return Message({**m.data, "content": "".join(out)}, m.meta), done
+
+
+def _under(text: str, min_tokens: int) -> bool:
+    """``tokens.count(text) < min_tokens``, without tokenising what is plainly short: a token
+    is at least one UTF-8 byte, so fewer bytes than ``min_tokens`` is fewer tokens."""
+    return (len(text.encode("utf-8", "surrogatepass")) < min_tokens
+            or tokens.count(text) < min_tokens)
 
 
 def _masked(text: str, round_no: int, role: str, what: str) -> Masked:
