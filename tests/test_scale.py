@@ -195,3 +195,19 @@ def test_a_long_paste_is_estimated_from_samples_not_tokenised_whole():
     assert sum(read) <= tokens.SAMPLES * tokens.SAMPLE_CHARS < len(log) // 10
     exact = len(enc.encode_ordinary(log))
     assert abs(estimate - exact) <= 0.02 * exact
+
+
+def test_the_mask_stage_does_not_tokenise_short_rounds(tmp_path, monkeypatch):
+    from kimi_magic.core import masking, tokens
+
+    path = tmp_path / "long.sqlite"
+    scale.build(path, 200, snapshots=0)
+    session, _, _ = resume(path)
+    counted: list[str] = []
+    real = tokens.count
+    monkeypatch.setattr(tokens, "count", lambda text: (counted.append(text), real(text))[1])
+    # Compress masks first: 200 short rounds hold nothing large, found without tokenising.
+    history = session.context.history
+    assert all(masking.mask_message(m, 1, 1000) == (m, []) for m in history)
+    assert counted == []
+    session.store.close()
