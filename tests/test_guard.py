@@ -113,6 +113,24 @@ def test_a_call_over_the_per_call_limit_is_refused_and_nothing_is_sent(shell, si
     assert not result.success and len(chats(sim)) == 1
 
 
+@pytest.mark.parametrize("form", ["--max-cost 0.5", "--max-cost $2", "--max-cost=3",
+                                  "--max-cost '$0.50'", "--max-cost 1.25$"])
+def test_max_cost_is_read_as_users_type_dollars(shell, sim, form):
+    run(shell, "%config KimiMagic.max_call_usd = 0.05")
+    result, _ = run(shell, f"%%kimi {form}\nHello")
+    assert result.success, result.error_in_exec
+    assert len(chats(sim)) == 1 and len(session(shell).context.rounds) == 1
+
+
+@pytest.mark.parametrize("form", ["--max-cost -1", "--max-cost two", "--max-cost $"])
+def test_a_max_cost_that_is_not_an_amount_is_refused_in_one_line(shell, sim, form):
+    result, _ = run(shell, f"%%kimi {form}\nHello")
+    assert not result.success
+    message = str(result.error_in_exec)
+    assert "--max-cost" in message and "\n" not in message
+    assert chats(sim) == [] and len(session(shell).context.rounds) == 0
+
+
 def test_the_default_limit_of_one_dollar_stops_a_dear_call(shell, sim):
     run(shell, '%config KimiMagic.model_overrides = {"kimi-k3": {"output": 100.0}}')
     result, _ = run(shell, "%%kimi -m kimi-k3\nWrite an essay.")

@@ -14,7 +14,7 @@ from ...core.errors import SessionError
 from ...core.interpolate import interpolate
 from ...wire.request import Options
 from ..display import StreamView, status_bundle, status_line
-from .registry import Grammar, arg
+from .registry import Grammar, arg, dollars
 from .sessions import set_system
 
 CELL = Grammar("%%kimi", [
@@ -59,8 +59,8 @@ CELL = Grammar("%%kimi", [
         "results into the session under this name."),
     arg("--dry-run", action="store_true", dest="dry_run", help="Show what the cell would "
         "send and cost (model, tokens by layer, cache, compaction) without sending it."),
-    arg("--max-cost", type=float, dest="max_cost", metavar="USD", help="Allow this cell's "
-        "calls to cost up to USD each (default: KimiMagic.max_call_usd)."),
+    arg("--max-cost", type=dollars, dest="max_cost", metavar="USD", help="Allow this cell's "
+        "calls to cost up to USD each, as 0.5 or $2 (default: KimiMagic.max_call_usd)."),
     arg("--no-interpolate", action="store_true", dest="no_interpolate",
         help="Send {name} literally instead of substituting variables."),
 ], inspect.cleandoc("""
@@ -104,8 +104,6 @@ def run(magic: Any, args: Any, cell: str) -> Any:
         raise SessionError("--yes approves --agent's code runs: use it with --agent")
     if args.agent and args.map_var:
         raise SessionError("--agent cannot be combined with --map")
-    if args.max_cost is not None and args.max_cost < 0:
-        raise SessionError("--max-cost must be 0 or more (dollars)")
     if args.dry_run and args.map_var:
         raise SessionError("--dry-run shows one turn; a --map fan-out is checked whole "
                            "against the cost guard before its first request")

@@ -46,6 +46,18 @@ def one_of(*args: Arg) -> OneOf:
     return OneOf(args)
 
 
+def dollars(text: str) -> float:
+    """An amount in US dollars as users type one: ``0.5``, ``$2``, ``2.50$``; 0 or more.
+
+    >>> dollars("$2"), dollars("0.5"), dollars("1.25$")
+    (2.0, 0.5, 1.25)
+    """
+    value = float(text.strip().strip("$").replace(",", ""))
+    if not value >= 0:  # also refuses nan
+        raise ValueError(text)
+    return value
+
+
 QUOTES = "'\""
 
 
