@@ -178,7 +178,7 @@ def _message_markdown(m: Message) -> str:
     if m.role == "user":
         head = "### User"
     elif m.role == "tool":
-        head = f"### Tool result: {m.data.get('name') or m.data.get('tool_call_id', '')}"
+        head = f"### Tool result: {m.data.get('name') or m.tool_call_id}"
     else:
         head = "### Kimi" if m.role == "assistant" else f"### {m.role.title()}"
     parts = [head]

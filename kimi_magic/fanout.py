@@ -347,7 +347,7 @@ class Fanout:
         return results
 
     def _value(self, i: int, reply: Reply) -> Any:
-        if reply.finish_reason == "length":
+        if reply.cut:
             self.notices.append(f"item {i} was cut off at the output cap (--max-tokens)")
         value = item_value(i, self.items[i], reply, self.options.prefix, bool(self.options.json))
         if isinstance(value, MapFailure):

@@ -172,3 +172,30 @@ def test_no_class_is_over_three_hundred_lines():
     assert lengths["kimi_magic.core.session.Session"] > 100, "the measure sees real classes"
     over = {name: n for name, n in lengths.items() if n > MAX_CLASS_LINES}
     assert over == {}
+
+
+#: Names only Kimi's wire format uses: a message's or reply's fields, a builtin tool, a
+#: finish reason. Outside ``wire`` (and the simulator, which plays the server) code reads
+#: them through wire's typed objects and functions, so a change of format is one module's.
+WIRE_NAMES = {"reasoning_content", "tool_call_id", "tool_calls", "image_url", "$web_search",
+              "finish_reason", "builtin_function", "partial"}
+
+
+def _docstrings(tree: ast.Module) -> set[int]:
+    return {id(node.body[0].value) for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef,
+                                 ast.AsyncFunctionDef))
+            and node.body and isinstance(node.body[0], ast.Expr)
+            and isinstance(node.body[0].value, ast.Constant)}
+
+
+def test_only_wire_spells_wire_field_names():
+    offenders = []
+    for name, tree in modules().items():
+        if name.startswith(("kimi_magic.wire", "kimi_magic.simulator")):
+            continue
+        docs = _docstrings(tree)
+        offenders += [f"{name}:{node.lineno} spells {node.value!r}" for node in ast.walk(tree)
+                      if isinstance(node, ast.Constant) and node.value in WIRE_NAMES
+                      and id(node) not in docs]
+    assert offenders == []

@@ -8,11 +8,12 @@ Kimi's tokenizer is not published, so every local figure is an estimate: tiktoke
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Callable
 from typing import Any
+
+from ..wire.messages import message_texts
 
 #: Tokens a message costs beyond its text (role markers, separators).
 MESSAGE_OVERHEAD = 4
@@ -92,18 +93,5 @@ def source() -> str:
 
 def count_message(data: dict[str, Any]) -> int:
     """Estimated tokens of one wire message: text, reasoning, tool calls, images."""
-    total = MESSAGE_OVERHEAD
-    content = data.get("content")
-    if isinstance(content, str):
-        total += count(content)
-    elif isinstance(content, list):
-        for part in content:
-            if part.get("type") == "text":
-                total += count(part.get("text", ""))
-            else:
-                total += IMAGE_TOKENS
-    if data.get("reasoning_content"):
-        total += count(data["reasoning_content"])
-    if data.get("tool_calls"):
-        total += count(json.dumps(data["tool_calls"], ensure_ascii=False))
-    return total
+    texts, images = message_texts(data)
+    return MESSAGE_OVERHEAD + sum(count(t) for t in texts) + images * IMAGE_TOKENS

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from ..wire.errors import KimiError
 from ..wire.events import OnEvent, ToolResult
-from ..wire.messages import assistant_message, is_web_search, tool_message
+from ..wire.messages import assistant_message, is_web_search, prefix_message, tool_message
 from ..wire.reply import Reply, Usage
 from ..wire.request import Options, build_request
 from . import models as model_table
@@ -158,7 +158,7 @@ class Ask:
                     finish_reason=ex.reply.finish_reason)
         c.last_call = c.clock()
         cap = self.options.max_completion_tokens
-        cut = ex.reply.finish_reason == "length"
+        cut = ex.reply.cut
         unkept = None
         if not turn.text.strip() and not ex.reply.tool_calls:
             # An empty reply would teach the next turns nothing and cost them tokens.
@@ -263,7 +263,7 @@ class Ask:
             if reply.usage is not None:
                 c.accounting.generated_reply(ex.new[-1], reply.usage.completion_tokens)
             messages.append(assistant)
-            if not (tools and reply.tool_calls and reply.finish_reason == "tool_calls"):
+            if not (tools and reply.wants_tools):
                 break
             steps += 1
             if steps > tools.max_steps:
@@ -341,8 +341,7 @@ class Ask:
             return
         sent = list(layered(ex.base)) + [("history", m) for m in ex.new]
         if opts.prefix is not None:
-            sent.append(("history", Message({"role": "assistant", "content": opts.prefix,
-                                             "partial": True})))
+            sent.append(("history", Message(prefix_message(opts.prefix))))
         self.conversation.accounting.learn(sent, reply.usage.prompt_tokens, opts.tools)
 
     # -- record ---------------------------------------------------------------------------------

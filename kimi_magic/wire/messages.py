@@ -7,6 +7,7 @@ Code outside ``wire`` builds and inspects messages through these functions only.
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 #: Kimi's builtin search tool: the server runs it; the client echoes its arguments back.
@@ -63,9 +64,44 @@ class MessageFields:
         return self.wire_data.get("reasoning_content") or ""
 
     @property
+    def tool_call_id(self) -> str:
+        """The id of the call a ``tool`` message answers, ``""`` if none."""
+        return self.wire_data.get("tool_call_id") or ""
+
+    @property
     def tool_calls(self) -> list[dict[str, Any]]:
         """The tool calls the message makes, ``[]`` if none."""
         return self.wire_data.get("tool_calls") or []
+
+
+def message_texts(data: dict[str, Any]) -> tuple[list[str], int]:
+    """What a message carries that counts as tokens: its texts (content, reasoning, tool
+    calls as JSON) and how many image parts.
+
+    >>> message_texts({"role": "user", "content": [text_part("hi"), image_part(b"x", "a/b")]})
+    (['hi'], 1)
+    """
+    texts: list[str] = []
+    images = 0
+    content = data.get("content")
+    if isinstance(content, str):
+        texts.append(content)
+    elif isinstance(content, list):
+        for part in content:
+            if part.get("type") == "text":
+                texts.append(part.get("text", ""))
+            else:
+                images += 1
+    if data.get("reasoning_content"):
+        texts.append(data["reasoning_content"])
+    if data.get("tool_calls"):
+        texts.append(json.dumps(data["tool_calls"], ensure_ascii=False))
+    return texts, images
+
+
+def prefix_message(prefix: str) -> dict[str, Any]:
+    """The assistant message partial mode sends last: the reply continues ``prefix``."""
+    return {"role": "assistant", "content": prefix, "partial": True}
 
 
 def assistant_message(message: dict[str, Any], prefix: str | None = None) -> dict[str, Any]:

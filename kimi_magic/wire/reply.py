@@ -77,6 +77,16 @@ class Reply(MessageFields):
         return self.message.get("content") or ""
 
     @property
+    def cut(self) -> bool:
+        """The reply stopped at its output cap (``finish_reason`` ``length``)."""
+        return self.finish_reason == "length"
+
+    @property
+    def wants_tools(self) -> bool:
+        """The reply stopped to have its tool calls run (``finish_reason`` ``tool_calls``)."""
+        return bool(self.tool_calls) and self.finish_reason == "tool_calls"
+
+    @property
     def wire_data(self) -> dict[str, Any]:
         return self.message
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..core.models import Model
 from .errors import KimiError
+from .messages import prefix_message
 
 #: Output cap when the user sets none; thinking needs >= 16K to finish its reasoning.
 DEFAULT_COMPLETION_TOKENS = 32_768
@@ -80,7 +81,7 @@ def build_request(model: Model, messages: list[dict[str, Any]], opts: Options,
     body: dict[str, Any] = {"model": model.id,
                             "messages": wire_messages(messages, thinks(model, opts))}
     if opts.prefix is not None:
-        body["messages"].append({"role": "assistant", "content": opts.prefix, "partial": True})
+        body["messages"].append(prefix_message(opts.prefix))
     extra: dict[str, Any] = dict(opts.extra)
     # Input + output must fit the window; the cap also counts against rate limits, so it is
     # always sent explicitly rather than left to the server's default.
