@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
-from .core import models as model_table
 from .core.errors import SessionError
 from .core.redact import env_secrets, redact
 from .core.session import Session
@@ -408,7 +407,3 @@ def for_session(session: Session, *, functions: bool | Iterable[Callable[..., An
     steps = max_steps or getattr(session.settings, "tool_steps", 8)
     return Toolset(chosen, session=session if functions or extra else None, web=web,
                    max_steps=steps, ask=ask, secrets=[session.settings.api_key])
-
-
-WEB_SEARCH_NOTE = (f"$web_search is billed ${model_table.WEB_SEARCH_USD} per call on top of "
-                   "tokens (Moonshot marks it not recommended for production).")

@@ -141,10 +141,6 @@ class Session:
         """Tokens the context holds: exact if the server counted this very context."""
         return self.accounting.tokens(self.context)
 
-    @property
-    def tokens_exact(self) -> bool:
-        return self.accounting.is_exact(self.context)
-
     def layers(self) -> dict[str, int]:
         """Tokens per layer of the context; they sum to ``tokens()``."""
         return self.accounting.layers(self.context)
@@ -337,10 +333,6 @@ class Session:
     def set_pin(self, pin: Pin) -> None:
         """Add or replace a pin (in place, so the order and the cache prefix stay stable)."""
         self.pinning.set(pin)
-
-    def check_pin_budget(self, pins: list[Pin]) -> None:
-        """A one-line error if ``pins`` would take more than the pin budget."""
-        self.pinning.check_budget(pins)
 
     def unpin(self, name: str | None = None, *, all: bool = False) -> list[str]:
         """Remove the pin ``name`` (or every pin with ``all``); the names removed."""

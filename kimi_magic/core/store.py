@@ -27,9 +27,6 @@ from . import migrations
 from .context import Context, Message, Pin
 from .errors import StoreError
 
-#: The schema version this code writes (see ``migrations``).
-SCHEMA_VERSION = migrations.latest()
-
 #: Columns of ``batches`` that collecting and polling may change.
 _BATCH_UPDATES = ("status", "output_file", "error_file", "collected", "cost", "failed",
                   "input_file")
