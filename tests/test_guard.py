@@ -113,6 +113,23 @@ def test_a_call_over_the_per_call_limit_is_refused_and_nothing_is_sent(shell, si
     assert not result.success and len(chats(sim)) == 1
 
 
+def test_a_refused_cell_keeps_neither_its_pin_nor_its_system_prompt(shell, sim):
+    shell.user_ns["notes"] = "the launch checklist " * 40
+    run(shell, "%config KimiMagic.max_call_usd = 0.05")
+    s = session(shell)
+    system_before, pins_before = s.context.system, s.context.pins
+    result, _ = run(shell, "%%kimi --pin notes --system 'Be terse.'\nHello")
+    assert not result.success
+    message = str(result.error_in_exec)
+    assert "refused" in message and "were undone" in message and "\n" not in message
+    assert chats(sim) == []
+    assert s.context.system == system_before and s.context.pins == pins_before
+    # Undone in the store too: the session reopened from disk holds no pin either.
+    magic = shell.magics_manager.registry["KimiMagic"]
+    reopened = type(s)(s.name, s.settings, store=magic.sessions.store)
+    assert reopened.context.pins == pins_before and reopened.context.system == system_before
+
+
 @pytest.mark.parametrize("form", ["--max-cost 0.5", "--max-cost $2", "--max-cost=3",
                                   "--max-cost '$0.50'", "--max-cost 1.25$"])
 def test_max_cost_is_read_as_users_type_dollars(shell, sim, form):

@@ -11,6 +11,7 @@ from IPython.display import display
 
 from ...core import models as model_table
 from ...core.errors import SessionError
+from ...core.guard import CostRefused
 from ...core.interpolate import interpolate
 from ...wire.request import Options
 from ..display import StreamView, status_bundle, status_line
@@ -118,6 +119,7 @@ def run(magic: Any, args: Any, cell: str) -> Any:
             return mapping.run_magic(magic, session, args, prompt)
     from .pins import pin_and_say
 
+    before = session.context
     for target in args.pin:
         pin_and_say(magic, session, target)
     if not prompt:
@@ -139,10 +141,17 @@ def run(magic: Any, args: Any, cell: str) -> Any:
         opts.tools = tools.specs
     note = magic.cells.note_for(session.name, magic.notebook_context,
                                 [session.settings.api_key])
-    with view.unrecorded_on_failure():
-        turn = session.ask(prompt, model=args.model, options=opts, once=args.once,
-                           cell_id=cell_id(magic.shell), on_delta=view, tools=tools, note=note,
-                           max_cost=args.max_cost)
+    try:
+        with view.unrecorded_on_failure():
+            turn = session.ask(prompt, model=args.model, options=opts, once=args.once,
+                               cell_id=cell_id(magic.shell), on_delta=view, tools=tools,
+                               note=note, max_cost=args.max_cost)
+    except CostRefused as refused:
+        if session.context is before:
+            raise
+        # A refused cell changes nothing: its --pin and --system are undone with it.
+        session.commit(before)
+        raise CostRefused(f"{refused}; this cell's --pin and --system were undone") from None
     # Without streaming (or when a server sent the reply whole) fill the view at the end.
     if not view.content and turn.text:
         view.content.append(turn.text)
