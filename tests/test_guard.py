@@ -64,6 +64,18 @@ def test_dry_run_names_the_model_that_would_write_summaries(shell, sim):
         shell.run_cell("%config KimiMagic.compact_model = None")
 
 
+def test_compact_model_writes_the_summary_and_the_turns_stay_on_the_sessions_model(shell, sim):
+    run(shell, "%%kimi\nMy favourite number is 42.")
+    run(shell, "%%kimi\nAnd my dog is called Rex.")
+    shell.run_cell('%config KimiMagic.compact_model = "kimi-k3.1-pro"')
+    result, _ = run(shell, "%kimi compress --keep-rounds 0")
+    assert result.success, result.error_in_exec
+    run(shell, "%%kimi\nWhat is my dog called?")
+    models = [body["model"] for body in chats(sim)]
+    assert models == ["kimi-k2.6", "kimi-k2.6", "kimi-k3.1-pro", "kimi-k2.6"]
+    assert session(shell).context.summary is not None
+
+
 def test_dry_run_counts_what_the_core_estimates(shell, sim):
     run(shell, "%%kimi\nHello")
     est = session(shell).estimate("Next question", model="auto")

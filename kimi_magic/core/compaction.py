@@ -299,6 +299,8 @@ class Compaction:
         keep = c.settings.keep_rounds if keep_rounds is None else keep_rounds
         if keep < 0:
             raise SessionError("--keep-rounds must be 0 or more")
+        # The summariser auto-compaction uses (and the dry run names) writes these too.
+        model = model or c.settings.compact_model
         with c.lock:
             if len(c.context.rounds) <= keep:
                 return self.summarise(keep, model=model, on_delta=on_delta, auto=auto)
