@@ -159,3 +159,22 @@ def test_mask_tokens_none_turns_the_stage_off(ipython, sim):
     run(ipython, "%%kimi\nThe log:\n\n{log}")
     run(ipython, "%kimi compress")
     assert STUB_START not in json.dumps(chats(sim)[-1]["messages"])
+
+
+def test_the_sent_prefix_changes_only_on_the_turns_that_compact(ipython, sim):
+    # Over a session that masks more than once, each request's messages begin with the
+    # previous request's, except right after a cell whose compaction notice says it edited
+    # the context: the prefix (and so the prompt cache) changes once per compaction.
+    configure(ipython, compact_at=2500, keep_rounds=1, mask_tokens=500)
+    ipython.user_ns["log"] = LOG
+    compacted = []
+    for i in range(8):
+        body = f"Here is log {i}:\n\n{{log}}\n\nNote it." if i % 3 == 0 else f"Question {i}?"
+        compacted.append("Auto-" in run(ipython, "%%kimi\n" + body))
+    bodies = chats(sim)
+    assert len(bodies) == 8, "masking called no model"
+    assert sum(compacted) >= 2, "the session compacted more than once"
+    for i in range(1, 8):
+        before, now = bodies[i - 1]["messages"], bodies[i]["messages"]
+        extends = now[: len(before)] == before
+        assert extends != compacted[i - 1], f"request {i}: compacted before it {compacted[i - 1]}"
