@@ -1,8 +1,13 @@
 """A local, deterministic, Kimi-compatible HTTP server for tests, benchmarks and offline demos.
 
+>>> import openai
 >>> from kimi_magic.simulator import Simulator
->>> with Simulator() as sim:                      # doctest: +SKIP
+>>> with Simulator() as sim:
 ...     client = openai.OpenAI(base_url=sim.url, api_key="sk-test")
+...     reply = client.chat.completions.create(
+...         model="kimi-k2.6", messages=[{"role": "user", "content": "Hello"}])
+>>> reply.model, reply.choices[0].finish_reason, [r["path"] for r in sim.requests]
+('kimi-k2.6', 'stop', ['/v1/chat/completions'])
 
 It speaks Moonshot's API as the client sees it: ``/v1/models``, ``/v1/chat/completions``
 (JSON and SSE), ``/v1/tokenizers/estimate-token-count``, ``/v1/files`` and ``/v1/batches``,
