@@ -284,7 +284,7 @@ def _indent(line: str) -> int:
 class Toolset:
     """What one ``ask`` may call: functions, the archive, ``$web_search``; runs each call.
 
-    Implements ``session.Tools``: ``specs`` go into the request, ``run(call)`` returns the text
+    Implements ``turn.Tools``: ``specs`` go into the request, ``run(call)`` returns the text
     of the tool message, ``max_steps`` bounds the loop. Every result is scanned before it is
     returned: ``secrets`` (the API key), and the values of environment variables whose names
     look like secrets at the time of the call, become ``[hidden]`` — so nothing a tool prints
