@@ -167,17 +167,19 @@ def mask_message(m: Message, round_no: int, min_tokens: int) -> tuple[Message, l
     text = m.content
     if m.role == "tool":
         name = m.data.get("name") or "a tool"
-        if name.startswith("$") or is_stub(text) or _under(text, min_tokens):
+        n = None if name.startswith("$") or is_stub(text) else _large(text, min_tokens)
+        if n is None:
             # A builtin's message ($web_search) echoes its arguments for the server to use.
             return m, []
-        found = _masked(text, round_no, m.role, f"the result of {name}")
+        found = _masked(text, n, round_no, m.role, f"the result of {name}")
         return Message({**m.data, "content": found.stub}, m.meta), [found]
     out, done, last = [], [], 0
     for start, end, kind in pasted_blocks(text):
         block = text[start:end].strip("\n")
-        if is_stub(block) or _under(block, min_tokens):
+        n = None if is_stub(block) else _large(block, min_tokens)
+        if n is None:
             continue
-        found = _masked(block, round_no, m.role, f"a pasted {kind}")
+        found = _masked(block, n, round_no, m.role, f"a pasted {kind}")
         out.append(text[last:start])
         out.append(found.stub + ("\n" if text[start:end].endswith("\n") else ""))
         last = end
@@ -188,15 +190,18 @@ def mask_message(m: Message, round_no: int, min_tokens: int) -> tuple[Message, l
     return Message({**m.data, "content": "".join(out)}, m.meta), done
 
 
-def _under(text: str, min_tokens: int) -> bool:
-    """``tokens.count(text) < min_tokens``, without tokenising what is plainly short: a token
-    is at least one UTF-8 byte, so fewer bytes than ``min_tokens`` is fewer tokens."""
-    return (len(text.encode("utf-8", "surrogatepass")) < min_tokens
-            or tokens.count(text) < min_tokens)
+def _large(text: str, min_tokens: int) -> int | None:
+    """``tokens.count(text)`` when it is at least ``min_tokens``, else None; what is plainly
+    short is not tokenised (a token is at least one UTF-8 byte), and a large text is
+    tokenised once, for the decision and its stub."""
+    if len(text.encode("utf-8", "surrogatepass")) < min_tokens:
+        return None
+    n = tokens.count(text)
+    return n if n >= min_tokens else None
 
 
-def _masked(text: str, round_no: int, role: str, what: str) -> Masked:
+def _masked(text: str, n: int, round_no: int, role: str, what: str) -> Masked:
     ident = mask_id(text)
-    n, lines = tokens.count(text), text.count("\n") + 1
+    lines = text.count("\n") + 1
     first = next((ln for ln in text.splitlines() if ln.strip()), "")
     return Masked(ident, round_no, role, what, n, lines, text, stub(what, n, lines, first, ident))
