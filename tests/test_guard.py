@@ -216,6 +216,28 @@ def test_compress_calls_are_checked_too(shell, sim):
     assert len(session(shell).context.rounds) == 2 and session(shell).context.summary is None
 
 
+def test_an_auto_compress_over_the_limit_is_not_sent_and_the_turn_says_so(shell, sim):
+    # Each turn is cheap (a small output cap) but a summary's worst case is not: the guard
+    # stops the compress request, keeps the turn and the whole context, and says so.
+    for setting in ("compact_at = 400", "keep_rounds = 0", "mask_tokens = None",
+                    "max_call_usd = 0.0006"):
+        run(shell, f"%config KimiMagic.{setting}")
+    notices = []
+    for i in range(12):
+        result, text = run(shell, f"%%kimi --no-think --max-tokens 30\nFact {i}: the run "
+                                  f"RUN-{i} took {i * 11} ms on worker {i}, logged twice.")
+        assert result.success, result.error_in_exec
+        notices = [line for line in text.splitlines() if "Auto-compress not run" in line]
+        if notices:
+            break
+    (notice,) = notices
+    assert "refused: compress" in notice and "--max-cost" in notice
+    assert not any("Summarise the conversation" in str(body) for body in chats(sim))
+    s = session(shell)
+    assert s.context.summary is None and len(s.context.rounds) == i + 1
+    assert "compress" not in [c["kind"] for c in s.calls]
+
+
 def test_a_map_fan_out_is_checked_whole_before_its_first_request(shell, sim):
     shell.user_ns["items"] = ["cat", "dog", "fish"]
     run(shell, "%config KimiMagic.budget_usd = 0.30")
