@@ -118,9 +118,10 @@ class Guard:
         about = f"{what} on {model.id}" + (f" ({detail})" if detail else "")
         if limit is not None and worst > limit:
             each = " each" if total != worst else ""
+            shown, cap = _apart(worst, limit)
             raise CostRefused(
-                f"refused: {about} could cost up to {usd(worst)}{each}, over the per-call "
-                f"limit of {usd(limit)}; nothing was sent. Allow it with --max-cost "
+                f"refused: {about} could cost up to {shown}{each}, over the per-call "
+                f"limit of {cap}; nothing was sent. Allow it with --max-cost "
                 f"{_up(worst)} on the cell or %config KimiMagic.max_call_usd = {_up(worst)}")
         budget = self.session.settings.budget_usd
         spent = self.spent() + pending
@@ -182,6 +183,20 @@ class Guard:
             compact_model=s.settings.compact_model or chosen.id,
             spent=self.spent(), budget=s.settings.budget_usd, max_call=self.limit(),
             notices=notices)
+
+
+def _apart(worst: float, limit: float) -> tuple[str, str]:
+    """``worst`` and the ``limit`` it passes, with enough decimals to tell them apart.
+
+    >>> _apart(0.00061, 0.0006)
+    ('$0.00061', '$0.00060')
+    >>> _apart(0.1312, 0.05)
+    ('$0.1312', '$0.0500')
+    """
+    digits = 4
+    while f"{worst:.{digits}f}" == f"{limit:.{digits}f}" and digits < 8:
+        digits += 1
+    return f"${worst:.{digits}f}", f"${limit:.{digits}f}"
 
 
 def _up(value: float) -> str:
