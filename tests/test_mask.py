@@ -9,6 +9,7 @@ import re
 
 from IPython.utils.capture import capture_output
 
+from kimi_magic.core.context import Message
 from kimi_magic.core.masking import STUB_START, pasted_blocks
 
 LOG = "\n".join(f"2026-11-0{1 + i % 9} 09:{i % 60:02d}:{i % 59:02d} INFO worker-{i % 8} "
@@ -178,3 +179,18 @@ def test_the_sent_prefix_changes_only_on_the_turns_that_compact(ipython, sim):
         before, now = bodies[i - 1]["messages"], bodies[i]["messages"]
         extends = now[: len(before)] == before
         assert extends != compacted[i - 1], f"request {i}: compacted before it {compacted[i - 1]}"
+
+
+def test_the_mask_notice_and_stub_count_tokens_as_every_other_view(ipython, sim):
+    configure(ipython, compact_at=2500, keep_rounds=1, mask_tokens=500)
+    ipython.user_ns["log"] = LOG
+    text = run(ipython, f"%%kimi\n{DECISION} Here is the log:\n\n{{log}}\n\nKeep it in mind.")
+    s = session(ipython)
+    before, after = (int(n.replace(",", "")) for n in
+                     re.search(r"without a model call: ([\d,]+) → ([\d,]+) tokens", text).groups())
+    assert after == s.tokens(), "the notice's figure is the one status shows"
+    stub = re.search(re.escape(STUB_START) + r"[^\]]*\]", s.context.rounds[0][0].text).group(0)
+    stated = int(re.search(r"\(([\d,]+) tokens, ", stub).group(1).replace(",", ""))
+    # What the block took: what masking freed, plus what its one-line stub now takes.
+    freed = before - after + s.message_tokens(Message.of("user", stub))
+    assert abs(stated - freed) <= 0.1 * freed, (stated, freed)

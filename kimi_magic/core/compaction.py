@@ -48,8 +48,7 @@ class MaskResult:
         rounds = sorted({m.round for m in self.masked})
         where = (f"round {rounds[0]}" if len(rounds) == 1
                  else f"rounds {rounds[0]}–{rounds[-1]}")
-        return (f"Masked {' and '.join(kinds)} of {where} "
-                f"({sum(m.tokens for m in self.masked):,} tokens) without a model call: "
+        return (f"Masked {' and '.join(kinds)} of {where} without a model call: "
                 f"{self.tokens_before:,} → {self.tokens_after:,} tokens; each stub names "
                 f"its archive id for %kimi recall (e.g. {self.masked[0].mask_id}); snapshot "
                 f"#{self.snapshot.id} taken before.")
@@ -242,10 +241,11 @@ class Compaction:
             old = len(rs) - min(keep, len(rs))
             history: list[Message] = []
             masked: list[Masked] = []
+            factor = c.accounting.factor()
             for i, r in enumerate(rs):
                 for m in r:
                     if i < old:
-                        m, found = mask_message(m, i + 1, size)
+                        m, found = mask_message(m, i + 1, size, factor)
                         masked += found
                     history.append(m)
             if not masked:

@@ -96,7 +96,12 @@ def kind_of(text: str) -> str:
 
 
 def pasted_blocks(text: str) -> list[tuple[int, int, str]]:
-    """``(start, end, kind)`` character spans of the pasted (non-prose) blocks of ``text``.
+    """``(start, end, kind)`` character spans of the pasted (non-prose) blocks of ``text``."""
+    return [(a, b, kind_of(text[a:b])) for a, b in _pasted_spans(text)]
+
+
+def _pasted_spans(text: str) -> list[tuple[int, int]]:
+    """``(start, end)`` character spans of the pasted (non-prose) blocks of ``text``.
 
     Paragraphs (split at blank lines) whose lines are mostly not prose are pasted material;
     neighbouring ones merge into one block (a listing has blank lines between functions), and
@@ -130,15 +135,15 @@ def pasted_blocks(text: str) -> list[tuple[int, int, str]]:
             para_start = start
         para_lines.append(line)
     close(pos)
-    blocks: list[tuple[int, int, str]] = []
+    blocks: list[tuple[int, int]] = []
     for start, end, pasted in spans:
         if not pasted:
             continue
         if blocks and not text[blocks[-1][1]:start].strip():
-            blocks[-1] = (blocks[-1][0], end, "")
+            blocks[-1] = (blocks[-1][0], end)
         else:
-            blocks.append((start, end, ""))
-    return [(a, b, kind_of(text[a:b])) for a, b, _ in blocks]
+            blocks.append((start, end))
+    return blocks
 
 
 def mask_id(text: str) -> str:
@@ -156,30 +161,32 @@ def stub(what: str, n_tokens: int, n_lines: int, first_line: str, ident: str) ->
             "returns it in full]")
 
 
-def mask_message(m: Message, round_no: int, min_tokens: int) -> tuple[Message, list[Masked]]:
+def mask_message(m: Message, round_no: int, min_tokens: int,
+                 factor: float = 1.0) -> tuple[Message, list[Masked]]:
     """``m`` with its large tool result or pasted blocks stubbed, and what was masked.
 
     Only user messages (pastes) and tool results are edited: assistant messages go back to
-    the API unchanged, reasoning and tool calls included.
+    the API unchanged, reasoning and tool calls included. ``factor`` (server tokens per local
+    token, the history's calibration) puts sizes in the units every other view shows.
     """
     if not isinstance(m.content, str) or m.role not in ("user", "tool"):
         return m, []
     text = m.content
     if m.role == "tool":
         name = m.data.get("name") or "a tool"
-        n = None if name.startswith("$") or is_stub(text) else _large(text, min_tokens)
+        n = None if name.startswith("$") or is_stub(text) else _large(text, min_tokens, factor)
         if n is None:
             # A builtin's message ($web_search) echoes its arguments for the server to use.
             return m, []
         found = _masked(text, n, round_no, m.role, f"the result of {name}")
         return Message({**m.data, "content": found.stub}, m.meta), [found]
     out, done, last = [], [], 0
-    for start, end, kind in pasted_blocks(text):
+    for start, end in _pasted_spans(text):
         block = text[start:end].strip("\n")
-        n = None if is_stub(block) else _large(block, min_tokens)
+        n = None if is_stub(block) else _large(block, min_tokens, factor)
         if n is None:
             continue
-        found = _masked(block, n, round_no, m.role, f"a pasted {kind}")
+        found = _masked(block, n, round_no, m.role, f"a pasted {kind_of(block)}")
         out.append(text[last:start])
         out.append(found.stub + ("\n" if text[start:end].endswith("\n") else ""))
         last = end
@@ -190,13 +197,13 @@ def mask_message(m: Message, round_no: int, min_tokens: int) -> tuple[Message, l
     return Message({**m.data, "content": "".join(out)}, m.meta), done
 
 
-def _large(text: str, min_tokens: int) -> int | None:
-    """``tokens.count(text)`` when it is at least ``min_tokens``, else None; what is plainly
-    short is not tokenised (a token is at least one UTF-8 byte), and a large text is
-    tokenised once, for the decision and its stub."""
-    if len(text.encode("utf-8", "surrogatepass")) < min_tokens:
+def _large(text: str, min_tokens: int, factor: float = 1.0) -> int | None:
+    """The tokens of ``text`` (local count times ``factor``) when at least ``min_tokens``,
+    else None; what is plainly short is not tokenised (a local token is at least one UTF-8
+    byte), and a large text is tokenised once, for the decision and its stub."""
+    if len(text.encode("utf-8", "surrogatepass")) * max(factor, 1.0) < min_tokens:
         return None
-    n = tokens.count(text)
+    n = int(tokens.count(text) * factor)
     return n if n >= min_tokens else None
 
 
