@@ -110,6 +110,10 @@ def test_masked_tool_results_keep_their_pairing_on_the_wire(ipython, sim):
     tool = next(m for m in messages if m["role"] == "tool")
     assert tool["tool_call_id"] == call_id and tool["content"].startswith(STUB_START)
     assert "the result of read_log" in tool["content"]
+    # One line naming what was there, its size, and how to get it back.
+    assert "\n" not in tool["content"] and re.search(r"\(\d[\d,]* tokens", tool["content"])
+    assert re.search(r"%kimi recall mask-[0-9a-f]{10} or the recall_archive tool",
+                     tool["content"])
     assert LOG not in json.dumps([m for m in messages if m["role"] == "tool"])
     asked = next(m for m in messages if m.get("tool_calls"))
     assert asked["tool_calls"][0]["id"] == call_id, "the call it answers is untouched"
