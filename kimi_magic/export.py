@@ -29,7 +29,19 @@ EXTENSIONS = (".ipynb", ".md", ".json")
 def export(session: Session, path: str | Path, *, snapshots: bool = False) -> str:
     """Write ``session`` to ``path`` (.ipynb, .md or .json); returns the path written.
 
-    >>> export(session, "analysis.ipynb")  # doctest: +SKIP
+    >>> import json, tempfile
+    >>> from kimi_magic.core.settings import Settings
+    >>> from kimi_magic.core.store import Store
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> settings = Settings(api_key="")  # no key: nothing is sent anywhere
+    >>> session = Session("demo", settings, store=Store(folder / "store.sqlite"))
+    >>> session.set_system("You are terse.")
+    True
+    >>> written = export(session, folder / "analysis.ipynb")
+    >>> cell = json.loads(Path(written).read_text())["cells"][-1]
+    >>> "".join(cell["source"]).splitlines()
+    ['### System prompt', '', 'You are terse.']
+    >>> session.store.close()
     """
     target = Path(path).expanduser()
     suffix = target.suffix.lower()
