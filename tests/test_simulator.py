@@ -458,6 +458,17 @@ def test_web_search_is_refused_while_thinking(client, model, message):
     assert err.value.status_code == 400 and err.value.body["message"] == message
 
 
+@pytest.mark.parametrize("model", [K3, "kimi-k3.1-pro", "kimi-k2.7-code"])
+def test_thinking_cannot_be_disabled_on_a_model_that_always_thinks(client, model):
+    # Moonshot answers 400 rather than reasoning anyway, so a client that sends it fails
+    # here as it would against Kimi.
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model=model, messages=[user("hi")],
+                                       extra_body=NO_THINKING)
+    assert err.value.status_code == 400
+    assert err.value.body["message"] == f"thinking cannot be disabled for {model}: it always thinks"
+
+
 # --- prompt cache -------------------------------------------------------------------------
 
 def cached(reply: Any) -> int:

@@ -1,13 +1,13 @@
 """``POST /v1/chat/completions``: request checks, token accounting and reply shapes.
 
-The checks follow Moonshot's API: retired or unknown models are 404; sampling knobs are
-refused by the models that always think; ``reasoning_effort`` exists only on models with an
-effort setting; a request that thinks (any always-thinking model, or kimi-k2.6 unless thinking
-is disabled) insists that every earlier assistant tool call comes back with a
-``reasoning_content`` (an empty string counts) and may not offer the builtin ``$web_search``,
-which needs thinking disabled; an assistant message may not have empty content (a tool-call
-message omits it instead); the context window is enforced in two steps (input alone, then
-input plus the requested completion budget).
+The checks follow Moonshot's API: retired or unknown models are 404; sampling knobs and
+``thinking: disabled`` are refused by the models that always think; ``reasoning_effort``
+exists only on models with an effort setting; a request that thinks (any always-thinking
+model, or kimi-k2.6 unless thinking is disabled) insists that every earlier assistant tool
+call comes back with a ``reasoning_content`` (an empty string counts) and may not offer the
+builtin ``$web_search``, which needs thinking disabled; an assistant message may not have
+empty content (a tool-call message omits it instead); the context window is enforced in two
+steps (input alone, then input plus the requested completion budget).
 """
 
 from __future__ import annotations
@@ -147,6 +147,10 @@ def _check_thinking(body: dict[str, Any], model: Model) -> tuple[bool, str | Non
                                  or thinking.get("type") not in ("enabled", "disabled")):
         raise invalid("thinking must be {'type': 'enabled'} or {'type': 'disabled'}")
     disabled = isinstance(thinking, dict) and thinking.get("type") == "disabled"
+    if disabled and model.thinking == "always":
+        # Moonshot answers 400 here (kimi-k2.7-code*, and K3's docs: thinking cannot be
+        # turned off); it does not quietly reason anyway.
+        raise invalid(f"thinking cannot be disabled for {model.id}: it always thinks")
     thinks = model.thinking == "always" or (model.thinking == "default" and not disabled)
     return thinks, effort
 
