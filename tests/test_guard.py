@@ -4,8 +4,12 @@ and ``model = "auto"`` as a first-class setting — through a real shell against
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from IPython.utils.capture import capture_output
+
+from kimi_magic.notebook.widget import Dashboard
 
 
 @pytest.fixture()
@@ -298,6 +302,14 @@ def test_auto_setting_resolves_everywhere_and_shows_both(shell, sim):
     st = session(shell).status()
     assert st["next_turn_cold"] is not None
     assert session(shell).settings.pin_limit(session(shell).model().context_length) == 65_536
+    magic = shell.magics_manager.registry["KimiMagic"]
+    board = Dashboard(magic.sessions, magic.session.name)
+    try:
+        shown = re.sub(r"<[^>]+>", " ", board.summary.value)
+    finally:
+        board.close()
+    assert "auto → kimi-k2.6 · window 262,144" in shown, "the widget resolves auto too"
+    assert "auto-compact at 100,000" in shown and "8,192" not in shown
 
     run(shell, "%%kimi\nMy favourite number is 42.")
     run(shell, "%%kimi\nMy dog is called Rex.")
