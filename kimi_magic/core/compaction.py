@@ -93,6 +93,13 @@ class CompressResult:
             + f"; snapshot #{self.snapshot.id} taken before.")
 
 
+def nothing_to_shrink(model: Model) -> str:
+    """What to do when the prompt alone is over the window: compaction cannot help."""
+    return (f"There is no history for %kimi compress to shrink: the prompt, system prompt and "
+            f"pins alone exceed {model.id}'s {model.context_length:,}-token window. Shorten or "
+            "split the prompt, unpin large pins, or pick a model with a larger window.")
+
+
 class Compaction:
     """Compaction policy and operations of one conversation."""
 

@@ -20,7 +20,7 @@ from ..wire.reply import Reply, Usage
 from ..wire.request import Options, build_request
 from . import models as model_table
 from .accounting import layered
-from .compaction import Compaction
+from .compaction import Compaction, nothing_to_shrink
 from .context import Context, Message
 from .conversation import Conversation
 from .errors import SessionError
@@ -316,10 +316,7 @@ class Ask:
         except KimiError as err:
             if err.kind == "token_limit" and not base.history:
                 # Compressing cannot help: say what can.
-                err.advice = (f"There is no history for %kimi compress to shrink: the prompt, "
-                              f"system prompt and pins alone exceed {model.id}'s "
-                              f"{model.context_length:,}-token window. Shorten or split the "
-                              "prompt, unpin large pins, or pick a model with a larger window.")
+                err.advice = nothing_to_shrink(model)
                 err.refresh()
             if err.kind != "token_limit" or c.settings.compact_mode == "off" or len(new) > 1:
                 raise
