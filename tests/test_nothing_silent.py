@@ -52,6 +52,17 @@ def test_a_reply_cut_by_the_cap_says_so_and_names_the_option(ipython, sim):
     assert len(session(ipython).context.rounds) == 1, "a cut reply that has text is kept"
 
 
+def test_a_cap_from_the_setting_is_named_with_its_size(ipython, sim):
+    # No --max-tokens on the cell: the notices named "the default tokens" for a cap of 5.
+    run(ipython, "%config KimiMagic.max_completion_tokens = 5")
+    _, shown = run(ipython, "%%kimi\nExplain caching in depth.")
+    assert chats(sim)[-1]["max_completion_tokens"] == 5
+    assert "the output cap (5 tokens, --max-tokens) was used up" in shown
+    assert "default" not in shown
+    _, shown = run(ipython, "%%kimi --no-think\nWrite a long essay on tides.")
+    assert "hit the output cap (5 tokens, --max-tokens)" in shown and "default" not in shown
+
+
 def test_a_rerun_with_once_claims_no_replacement(ipython, sim):
     cell = "%%kimi\nWhat is 2+2?"
     run(ipython, cell)

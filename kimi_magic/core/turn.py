@@ -157,7 +157,6 @@ class Ask:
                     tool_calls=ex.tool_log, notices=self.notices,
                     finish_reason=ex.reply.finish_reason)
         c.last_call = c.clock()
-        cap = self.options.max_completion_tokens
         cut = ex.reply.cut
         unkept = None
         if not turn.text.strip() and not ex.reply.tool_calls:
@@ -171,14 +170,15 @@ class Ask:
                       "the model's text does not parse")
         if unkept:
             what, capped, otherwise = unkept
-            why = (f"the output cap of {cap or 'the default'} tokens (--max-tokens) {capped}"
+            # The cap this turn asked for, whether --max-tokens, the setting or the default.
+            why = (f"the output cap ({cap:,} tokens, --max-tokens) {capped}"
                    if cut else otherwise)
             self.notices.append(f"{what}: {why}. Nothing was recorded."
                                 + (" Raise --max-tokens and re-run." if cut else ""))
             turn.recorded = False
             self.record_call(ex)  # only what the call cost is kept
         elif cut:
-            self.notices.append(f"The reply hit the output cap ({cap or 'default'} tokens, "
+            self.notices.append(f"The reply hit the output cap ({cap:,} tokens, "
                                 "--max-tokens) and is cut short; raise --max-tokens for all of "
                                 "it.")
         if turn.recorded:
