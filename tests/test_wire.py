@@ -146,6 +146,23 @@ def test_a_prompt_bigger_than_the_window_on_an_empty_history_says_so(session, si
     assert session.context.history == () and session.store.turns("t") == []
 
 
+def test_a_prompt_over_the_window_we_know_is_refused_before_sending(ipython, sim):
+    # The server's window is larger than the one we know (an override, or a server that
+    # does not list its window): we used to say "compacting first" with nothing to
+    # compact, then send the prompt with a one-token cap and record nothing, at a price.
+    ipython.run_cell('%config KimiMagic.model_overrides = {"kimi-k2.6": {"context_length": '
+                     '3000}}')
+    ipython.user_ns["paste"] = "lorem ipsum dolor sit amet " * 2000
+    with capture_output() as out:
+        result = ipython.run_cell("%%kimi\nSummarise this: {paste}")
+    line = str(result.error_in_exec)
+    assert "no history for %kimi compress to shrink" in line and "3,000-token window" in line
+    assert "\n" not in line and "compacting first" not in out.stdout + out.stderr
+    assert chats(sim) == [], "nothing was sent"
+    magic = ipython.magics_manager.registry["KimiMagic"]
+    assert magic.session.context.history == () and magic.session.calls == []
+
+
 def test_a_file_that_is_not_an_image_says_which_file(session, tmp_path):
     (tmp_path / "photo.png").write_bytes(b"this is not a picture at all")
     with pytest.raises(SessionError) as info:

@@ -100,6 +100,17 @@ def nothing_to_shrink(model: Model) -> str:
             "split the prompt, unpin large pins, or pick a model with a larger window.")
 
 
+def check_fits_alone(need: int, model: Model) -> None:
+    """Refuse a prompt that, with no history to compact, is over the window by itself.
+
+    The server would only refuse it (or, on a server whose window is larger than the one we
+    know, answer it with a one-token cap: an empty reply, paid for).
+    """
+    if need >= model.context_length:
+        raise KimiError("token_limit", f"~{need:,} tokens, not sent",
+                        advice=nothing_to_shrink(model))
+
+
 class Compaction:
     """Compaction policy and operations of one conversation."""
 
@@ -127,6 +138,9 @@ class Compaction:
         cap = opts.max_completion_tokens or c.settings.max_completion_tokens or 4096
         floor = min(cap, model.context_length // 4)
         if need + floor <= model.context_length or c.settings.compact_mode == "off":
+            return base
+        if not base.history:  # nothing to compact: "compacting first" would be untrue
+            check_fits_alone(need, model)
             return base
         if base is not c.context:
             return base
