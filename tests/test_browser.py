@@ -7,9 +7,9 @@ A second notebook shows every kind of cell output (a reply with dollar amounts a
 a ``--json`` reply, ``%kimi status``, ``history``, ``cost`` and ``sessions``), and the test
 reads them in the DOM in the light and dark themes, wide and in a 420 px window: our figures
 are never typeset, math is, nothing scrolls sideways, text contrasts with its background.
-It saves ``dashboard.png``, ``dashboard-dark.png``, ``outputs.png`` and ``outputs-dark.png``
-in ``out/`` (plus the narrow views); with ``KIMI_MAGIC_UPDATE_DOCS=1`` it refreshes the
-README's copies in ``docs/``.
+It saves ``dashboard.png``, ``dashboard-dark.png``, ``outputs.png``, ``outputs-dark.png`` and
+the outputs at 420 px (``outputs-420.png``, ``outputs-dark-420.png``) in ``out/`` (plus the
+narrow dashboard); with ``KIMI_MAGIC_UPDATE_DOCS=1`` it refreshes the copies in ``docs/``.
 
 Needs ``/usr/bin/chromium`` (Debian's ``chromium``) and an emoji font (``fonts-noto-color-emoji``):
 skipped without them unless ``CI=true``.
@@ -490,8 +490,7 @@ def _outputs_scenario(lab: dict, page) -> None:
         assert narrow["width"] < 400, f"the outputs did not narrow: {narrow['width']}px"
         # The six-column sessions table stacks its rows; the others wrap their cells.
         assert narrow["stacked"] == [True], f"{theme}: the sessions table did not stack"
-        OUT.mkdir(exist_ok=True)
-        notebook.screenshot(path=str(OUT / f"outputs{suffix}-420.png"))
+        notebook.screenshot(path=str(DOCS / f"outputs{suffix}-420.png"))
 
 
 def _check_outputs(seen: dict, where: str) -> None:
