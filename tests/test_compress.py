@@ -229,3 +229,29 @@ def test_compress_sends_a_transcript_when_the_context_would_not_fit(
     assert [m["role"] for m in request["messages"]] == ["system", "user"]
     assert request["messages"][1]["content"].startswith("Please summarise this conversation")
     assert [f for f in planted[:42] if not present(f, session.context.summary.text)] == []
+
+
+def test_dotted_versions_and_addresses_are_one_fact_each() -> None:
+    text = "Firmware OVN-2.4.1 on host 10.0.0.12 runs release 2.4.1; the invoice is INV-20931."
+    assert facts(text) == ["OVN-2.4.1", "10.0.0.12", "2.4.1", "INV-20931"]
+    assert all(present(f, text) for f in facts(text)), "every fact is found in its own text"
+
+
+def test_compress_in_a_shell_restores_no_fragment_of_a_version(ipython, sim: Simulator) -> None:
+    # The quickstart's compress "restored" OVN-2 from "OVN-2.4.1": a fragment the summary
+    # already held whole, cut at the first dot, presented to the model as a lost fact.
+    from IPython.utils.capture import capture_output
+
+    for prompt in ("I run a bakery. Last week our best seller was the almond croissant: 412 "
+                   "sold at $3.80 each.\nThe oven firmware version is OVN-2.4.1, the gateway "
+                   "is 10.0.0.12 and the supplier invoice is INV-20931.",
+                   "What was our best seller last week, and how many did we sell?",
+                   "Which firmware does the oven run?"):
+        ipython.run_cell(f"%%kimi\n{prompt}")
+    with capture_output() as out:
+        assert ipython.run_cell("%kimi compress --keep-rounds 1").success
+    summary = ipython.magics_manager.registry["KimiMagic"].session.context.summary.text
+    assert "OVN-2.4.1" in summary and "10.0.0.12" in summary
+    kept = summary.split(VERBATIM_HEADER)[1] if VERBATIM_HEADER in summary else ""
+    assert "OVN-2\n" not in kept + "\n" and "10.0\n" not in kept + "\n", kept
+    assert "Compressed 2 rounds" in out.stdout, out.stdout

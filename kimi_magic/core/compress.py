@@ -55,8 +55,8 @@ _FACT = re.compile(
     r"|\b[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+\b"                     # dotted names (pd.read_csv)
     r"|\b[a-z]+_\w+\b|\b[a-z]+[A-Z]\w*\b|\b[A-Z][a-z]{2,}[A-Z]\w*\b"  # snake, camel, Pascal
     r"|\b[A-Z]+_[A-Z0-9_]+\b"                                   # CONSTANTS
-    r"|\b[A-Z][A-Z0-9]*\d[A-Z0-9]*\b|\b[A-Z][A-Za-z]*-\d+\b"    # E501, RUN-1000, Fact-7
-    r"|(?<![\w.\-/])[-+]?\$?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?%?(?!\w)"  # numbers
+    r"|\b[A-Z][A-Z0-9]*\d[A-Z0-9]*\b|\b[A-Z][A-Za-z]*-\d+(?:\.\d+)*\b"  # E501, RUN-1000, OVN-2.4.1
+    r"|(?<![\w.\-/])[-+]?\$?\d[\d,]*(?:\.\d+)*(?:[eE][-+]?\d+)?%?(?!\w)"  # numbers, 2.4.1
 )
 _TIME_OF_DAY = re.compile(r"\b\d{1,2}:\d{2}(?::\d{2})?(?:[.,]\d+)?\b")
 _NOT_FACTS = {"e.g", "i.e", "etc", "vs"}
