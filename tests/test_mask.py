@@ -198,3 +198,24 @@ def test_the_mask_notice_and_stub_count_tokens_as_every_other_view(ipython, sim)
     # What the block took: what masking freed, plus what its one-line stub now takes.
     freed = before - after + s.message_tokens(Message.of("user", stub))
     assert abs(stated - freed) <= 0.1 * freed, (stated, freed)
+
+
+def test_a_fenced_paste_typed_right_under_its_sentence_keeps_the_sentence(ipython, sim):
+    # As people paste: the question on one line, the fence on the next, no blank line. The
+    # mask took the question into the stub (and any notebook note above it).
+    configure(ipython, compact_at=2500, keep_rounds=1, mask_tokens=500)
+    ipython.user_ns["log"] = LOG
+    question = "Here is the build log, find the failure:"
+    text = run(ipython, f"%%kimi\n{question}\n```\n{{log}}\n```\nWhat broke?")
+    assert "Masked 1 pasted block of round 1" in text
+    user = session(ipython).context.rounds[0][0].text
+    ident = re.search(r"mask-[0-9a-f]{10}", user).group(0)
+    assert f"{question}\n{STUB_START}" in user, user
+    assert user.rstrip().endswith("What broke?")
+    assert "processed batch 1100" not in user
+    recalled = run(ipython, f"%kimi recall {ident}")
+    assert LOG in recalled and f"```\n{LOG}\n```" in s_text(session(ipython), ident)
+
+
+def s_text(s, ident):
+    return next(h["text"] for h in s.recall(ident))

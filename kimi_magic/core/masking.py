@@ -105,9 +105,9 @@ def _pasted_spans(text: str) -> list[tuple[int, int]]:
 
     Paragraphs (split at blank lines) whose lines are mostly not prose are pasted material;
     neighbouring ones merge into one block (a listing has blank lines between functions), and
-    a fenced block is one block whatever it holds.
+    a fenced block is one block whatever it holds, apart from the lines around it.
     """
-    spans: list[tuple[int, int, bool]] = []  # (start, end, pasted) per paragraph
+    spans: list[tuple[int, int, bool, bool]] = []  # (start, end, pasted, fenced) per paragraph
     pos, fence, para_start, para_lines = 0, False, None, []
 
     def close(end: int) -> None:
@@ -117,16 +117,21 @@ def _pasted_spans(text: str) -> list[tuple[int, int]]:
             fenced = any(_FENCE.match(ln) for ln in para_lines)
             pasted = (fenced or sum(not _prose(ln) for ln in body) * 2 > len(body)
                       or _repetitive(body))
-            spans.append((para_start, end, pasted))
+            spans.append((para_start, end, pasted, fenced))
         para_start, para_lines = None, []
 
     for line in text.splitlines(keepends=True):
         start, pos = pos, pos + len(line)
         if _FENCE.match(line):
-            if para_start is None:
+            # A fence is a paragraph of its own: the sentence typed right above it ("Here
+            # is the log:") is prose, not part of the paste, and so is the text after it.
+            if not fence:
+                close(start)
                 para_start = start
             para_lines.append(line)
             fence = not fence
+            if not fence:
+                close(pos)
             continue
         if not line.strip() and not fence:
             close(start)
@@ -135,15 +140,16 @@ def _pasted_spans(text: str) -> list[tuple[int, int]]:
             para_start = start
         para_lines.append(line)
     close(pos)
-    blocks: list[tuple[int, int]] = []
-    for start, end, pasted in spans:
+    blocks: list[tuple[int, int, bool]] = []  # (start, end, fenced)
+    for start, end, pasted, fenced in spans:
         if not pasted:
             continue
-        if blocks and not text[blocks[-1][1]:start].strip():
-            blocks[-1] = (blocks[-1][0], end)
+        if (blocks and not fenced and not blocks[-1][2]
+                and not text[blocks[-1][1]:start].strip()):
+            blocks[-1] = (blocks[-1][0], end, False)
         else:
-            blocks.append((start, end))
-    return blocks
+            blocks.append((start, end, fenced))
+    return [(a, b) for a, b, _ in blocks]
 
 
 def mask_id(text: str) -> str:
