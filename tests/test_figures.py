@@ -211,3 +211,31 @@ def test_the_auto_notice_reserves_what_the_request_sends(shell, sim):
         out = text(run(shell, f"%%kimi {option}\nHello there."))
         reserved = number(re.search(r"~[\d,]+ \+ ([\d,]+) tokens fit", out)[1])
         assert chats(sim)[-1]["body"]["max_completion_tokens"] == reserved
+
+
+def test_a_pasted_logs_round_has_one_size_in_every_view(ipython, sim):
+    # A log tokenises very differently locally (cl100k) and on the server: the mask notice
+    # said "(8,535 tokens)" for one block of a 5,432-token context, drop and diff gave the
+    # local count too, while history and status gave the server's.
+    log = "\n".join(f"2026-12-01 10:{i % 60:02d}:00 INFO step {i} compiled module_{i}.c ok "
+                    f"(ID-{1000 + i})" for i in range(300))
+    ipython.user_ns["log"] = log
+    run(ipython, "%%kimi\nHere is the build log, find the failure:\n```\n{log}\n```")
+    run(ipython, "%%kimi\nThanks.")
+    first_round = sum(history_view(ipython)[1:3])
+    total = status(ipython)["total"]
+    run(ipython, "%kimi fork side")
+    run(ipython, "%kimi use default")
+    said = text(run(ipython, "%kimi diff default side"))
+    a, b = (number(n) for n in re.findall(r"rounds, (~[\d,]+) tokens", said))
+    assert a == b == total, said
+    said = text(run(ipython, "%kimi drop 1"))
+    assert f"~{first_round:,} tokens" in said, (said, first_round)
+    run(ipython, "%kimi rollback")
+    run(ipython, "%config KimiMagic.compact_at = 3000")
+    run(ipython, "%config KimiMagic.keep_rounds = 1")
+    said = text(run(ipython, "%%kimi\nAnd now?"))
+    before, after = (number(n) for n in re.search(r"([\d,]+) → ([\d,]+) tokens", said).groups())
+    sizes = [number(n) for n in re.findall(r"\(([\d,]+) tokens\)", said)]
+    assert all(n <= before for n in sizes), said
+    assert before >= first_round > after, said

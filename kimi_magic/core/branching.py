@@ -75,10 +75,12 @@ def drop(c: Conversation, n: int) -> list[Message]:
 
 @dataclass(frozen=True)
 class Side:
-    """One side of a diff: what it is called, its context and what it has cost so far."""
+    """One side of a diff: what it is called, its context, its tokens (as the status and the
+    snapshots table count them) and what it has cost so far."""
 
     label: str
     context: Context
+    tokens: int
     spent: float | None = None
 
 
@@ -98,7 +100,7 @@ class Diff:
         for tag, side, only in (("A", self.a, self.only_a), ("B", self.b, self.only_b)):
             spent = "" if side.spent is None else f", ${side.spent:.4f} spent"
             out.append(f"{tag} {side.label}: {len(side.context.rounds)} rounds, "
-                       f"~{side.context.tokens:,} tokens{spent}; {len(only)} only in {tag}")
+                       f"~{side.tokens:,} tokens{spent}; {len(only)} only in {tag}")
         out.append(f"{self.common} rounds in both")
         for tag, only in (("A", self.only_a), ("B", self.only_b)):
             for n, r in only:
@@ -124,15 +126,19 @@ def side(c: Conversation, target: str, find: Callable[[str], Snapshot]) -> Side:
     as a side of a diff."""
     try:
         snap = find(target)
-        return Side(f"snapshot #{snap.id} {snap.label!r}", snap.context)
+        held = c.tokens() if snap.holds(c.context) else snap.tokens
+        return Side(f"snapshot #{snap.id} {snap.label!r}", snap.context, held)
     except SessionError:
         pass
     store: Store = c.store
     spent = {s["name"]: s["cost"] for s in store.sessions()}
     if target == c.name:
-        return Side(f"session {target!r}", c.context, spent.get(target, 0.0))
+        return Side(f"session {target!r}", c.context, c.tokens(), spent.get(target, 0.0))
     loaded = store.load_session(target)
     if loaded is None:
         raise SessionError(f"{target!r} is neither a snapshot of {c.name!r} nor a stored "
                            "session (%kimi snapshots and %kimi sessions list them)")
-    return Side(f"session {target!r}", loaded[0], spent.get(target, 0.0))
+    # Counted with this session's figures: a fork shares its messages, so the server's counts
+    # of them apply; the rest is estimated at this session's calibration.
+    return Side(f"session {target!r}", loaded[0], c.accounting.tokens(loaded[0]),
+                spent.get(target, 0.0))

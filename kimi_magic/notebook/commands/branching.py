@@ -55,7 +55,8 @@ def drop(magic: Any, args: Any) -> None:
     """
     gone = magic.session.drop(args.round)
     first = " ".join(gone[0].text.split())[:60]
-    print(f"Dropped round {args.round} ({first!r}, ~{sum(m.tokens for m in gone):,} tokens): "
+    held = sum(map(magic.session.message_tokens, gone))
+    print(f"Dropped round {args.round} ({first!r}, ~{held:,} tokens): "
           "archived for %kimi recall; %kimi rollback undoes it.")
 
 
