@@ -165,3 +165,19 @@ def test_economy_preset_is_one_setting(shell):
     settings = shell.magics_manager.registry["KimiMagic"].sessions.settings
     assert (settings.compact_mode, settings.compact_at, settings.keep_rounds,
             settings.cache_ttl) == ("compress", 32_000, 2, "1h")
+
+
+def test_status_says_where_the_window_comes_from_and_when_it_is_assumed(shell, sim):
+    # An id the table and the server both lack got "window 8,192 from the table": a number
+    # the table never had. It is a guess, and the status says so and how to set it.
+    shell.run_cell("%%kimi\nHello.")
+    _, out = run(shell, "%kimi status")
+    assert "kimi-k2.6 (window 262,144 from the server)" in out.outputs[0].data["text/plain"]
+    run(shell, '%config KimiMagic.model = "kimi-k9"')
+    _, out = run(shell, "%kimi status")
+    plain = out.outputs[0].data["text/plain"]
+    assert "kimi-k9 (window 8,192 assumed: unknown to the table and the server; " \
+           "KimiMagic.model_overrides can set it)" in plain, plain
+    run(shell, "%config KimiMagic.model_overrides = {'kimi-k9': {'context_length': 65536}}")
+    _, out = run(shell, "%kimi status")
+    assert "kimi-k9 (window 65,536 from the table)" in out.outputs[0].data["text/plain"]

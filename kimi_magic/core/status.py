@@ -10,13 +10,28 @@ from __future__ import annotations
 from typing import Any
 
 from .conversation import Conversation
+from .models import MODELS
 from .tokens import source as tokenizer_source
+
+#: How the status and the dashboard say where the window size came from.
+WINDOW_NOTES = {
+    "server": "from the server",
+    "table": "from the table",
+    "assumed": "assumed: unknown to the table and the server; "
+               "KimiMagic.model_overrides can set it",
+}
 
 
 def report(c: Conversation, *, snapshots: int) -> dict[str, Any]:
     """Everything ``Session.status()`` returns; ``snapshots`` is how many are saved."""
     model = c.model()
     window = model.context_length
+    # A model neither the table, the server's /v1/models nor an override describes gets a
+    # small assumed window: say so, rather than credit the table with a number it lacks.
+    source = ("server" if model.context_from_server
+              else "table" if model.id in MODELS
+              or "context_length" in (c.settings.model_overrides.get(model.id) or {})
+              else "assumed")
     calls = c.accounting.summary()
     held = c.tokens()
     left = c.cache_seconds_left()
@@ -28,7 +43,8 @@ def report(c: Conversation, *, snapshots: int) -> dict[str, Any]:
         "budget": c.settings.budget_usd, "max_call": c.settings.max_call_usd,
         "budget_left": (None if c.settings.budget_usd is None
                         else c.settings.budget_usd - spent),
-        "window_source": "server" if model.context_from_server else "table",
+        "window_source": source,
+        "window_note": WINDOW_NOTES[source],
         "tokens": held, "exact": c.accounting.is_exact(c.context),
         "layers": c.accounting.layers(c.context),
         "fill": held / window if window else 0.0,

@@ -456,7 +456,7 @@ def _header(st: dict[str, Any]) -> str:
             f'15px)">Kimi · {html.escape(st["session"])}</span>'
             f'<span style="color:{FONT2}">{html.escape(st.get("model_label", st["model"]))}'
             f' · window '
-            f'{st["window"]:,} (from the {st["window_source"]})</span></div>')
+            f'{st["window"]:,} ({html.escape(st["window_note"])})</span></div>')
 
 
 def context_bar(st: dict[str, Any]) -> str:

@@ -26,8 +26,7 @@ def status(magic: Any, args: Any) -> None:
             if st["cache_warm"] else "cold")
     rows = [
         ["session", st["session"]],
-        ["model", f"{st['model_label']} (window {st['window']:,} from the "
-                  f"{st['window_source']})"],
+        ["model", f"{st['model_label']} (window {st['window']:,} {st['window_note']})"],
         ["context", f"{mark}{st['tokens']:,} tokens ({st['fill']:.1%}); "
                     f"{'exact (server count)' if st['exact'] else 'estimated'}"],
         ["layers", layers],
