@@ -93,3 +93,19 @@ def test_the_time_limit_and_the_key_in_a_kernel(kernel, sim):
     assert "[hidden]" in tool_results(sim)[0]
     assert KEY not in text_of(outputs)
     assert all(KEY not in json.dumps(r) for r in sim.requests)
+
+
+def test_a_frontend_without_stdin_is_not_a_user_saying_no(kernel, sim):
+    # nbclient, papermill, a frontend with no input box: the code cannot be approved, and the
+    # model was told "denied by the user" (so it told the user they had refused).
+    from test_kernel import execute as execute_without_stdin
+
+    execute(kernel, "%load_ext kimi_magic")
+    outputs = execute_without_stdin(kernel, agent("touched = 1"))
+    said = text_of(outputs)
+    assert "Cannot ask for approval here" in said and "--yes" in said
+    assert "denied" not in said.replace("denied by", "")  # no "Not run: denied." line
+    result = tool_results(sim)[0]
+    assert "cannot ask the user for approval" in result and "denied" not in result
+    outputs, _ = execute(kernel, "print('touched' in dir())")
+    assert "False" in text_of(outputs)

@@ -46,6 +46,10 @@ MAX_STREAM_CHARS = 8000
 MAX_TRACEBACK_LINES = 30
 INSPECT_TOKENS = 3000
 DENIED = "denied by the user: the code was not run. Do not run it again in this turn."
+#: When the frontend cannot ask (no stdin: nbclient, papermill, a kernel run without one):
+#: nobody said no, so the model must not tell the user they did.
+UNASKED = ("not run: this frontend cannot ask the user for approval; they can re-run the cell "
+           "with --yes to approve its code. Do not run it again in this turn.")
 APPROVALS = ("ask", "yes", "never")
 PROMPT = "Run this code? [y/N] "
 _NAMES_OF_IPYTHON = {"In", "Out", "exit", "quit", "get_ipython"}
@@ -470,9 +474,13 @@ class NotebookTools:
             return "Error: running code is turned off (KimiMagic.agent_approval = 'never')."
         self._show({"text/markdown": f"Kimi wants to run:\n\n```python\n{code}\n```",
                     "text/plain": f"Kimi wants to run:\n{code}"})
-        if self.approval != "yes" and not self._approved():
-            self._show({"text/plain": "Not run: denied."})
-            return DENIED
+        if self.approval != "yes":
+            approved = self._approved()
+            if approved is None:
+                return UNASKED
+            if not approved:
+                self._show({"text/plain": "Not run: denied."})
+                return DENIED
         if not self.ran_code:
             # The conversation before this turn, for a rollback (the kernel's variables
             # cannot be rolled back: they stay as the code leaves them).
@@ -493,7 +501,8 @@ class NotebookTools:
         self.proposed = True
         return "The cell was put below for the user to review and run; it has not run."
 
-    def _approved(self) -> bool:
+    def _approved(self) -> bool | None:
+        """The user's answer; None when this frontend cannot ask (said in the cell)."""
         try:
             # builtins.input at call time: the kernel swaps in its stdin-channel input
             # for each execution.
@@ -501,7 +510,7 @@ class NotebookTools:
         except (EOFError, OSError, RuntimeError, NotImplementedError) as err:
             self._show({"text/plain": f"Cannot ask for approval here ({type(err).__name__});"
                         " not run. Use --yes to approve this cell's code."})
-            return False
+            return None
         except Exception:
             return False
         return str(answer).strip().lower() in ("y", "yes")
