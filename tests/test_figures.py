@@ -239,3 +239,15 @@ def test_a_pasted_logs_round_has_one_size_in_every_view(ipython, sim):
     sizes = [number(n) for n in re.findall(r"\(([\d,]+) tokens\)", said)]
     assert all(n <= before for n in sizes), said
     assert before >= first_round > after, said
+
+
+def test_the_status_line_under_a_compaction_notice_gives_the_fill_after_it(ipython, sim):
+    # The line read "context 2.1% of 262,144" right under "Masked ...: 5,432 → 208 tokens".
+    run(ipython, "%config KimiMagic.compact_at = 2000")
+    ipython.user_ns["log"] = "\n".join(f"2026-12-01 10:00:{i % 60:02d} INFO step {i} done "
+                                       f"(ID-{1000 + i})" for i in range(200))
+    said = text(run(ipython, "%%kimi\nHere is the log:\n\n{log}\n\nWhat failed?"))
+    after = number(re.search(r"→ ([\d,]+) tokens", said)[1])
+    fill = re.search(r"context ([\d.]+)% of ([\d,]+)", said)
+    assert abs(float(fill[1]) - after / number(fill[2]) * 100) < 0.1, said
+    assert after == status(ipython)["total"]

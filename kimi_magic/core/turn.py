@@ -186,11 +186,13 @@ class Ask:
             turn.round = len(c.context.rounds)
         if replaced:
             self.notices.insert(0, rerun_notice(replaced, followed, turn))
-        turn.context_tokens = c.tokens()
         if turn.recorded:
             line = self.compaction.after_turn(chosen)
             if line:
                 turn.notices.extend(line.splitlines())  # a notice per compaction stage
+        # After compaction: the status line under its notice says how full the window is now,
+        # not before the notice's own "5,432 → 208 tokens".
+        turn.context_tokens = c.tokens()
         c.events.notify("turn", turn)
         return turn
 
