@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
+from traitlets.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,11 +35,18 @@ def main(argv: list[str] | None = None) -> int:
             old.unlink()
         os.environ["KIMI_MAGIC_STORE"] = str(store)
     nb = nbformat.read(source, as_version=4)
-    client = NotebookClient(nb, timeout=600, kernel_name="python3",
+    # The kernel talks over local Unix sockets, not TCP: a TCP kernel prints a warning about
+    # unencrypted traffic as the first line a new user sees, for a run that never leaves
+    # this machine. (A short temporary directory: socket paths have a length limit.)
+    sockets = tempfile.TemporaryDirectory(prefix="kimi-qs-")
+    ipc = Config({"KernelManager": {"transport": "ipc",
+                                    "ip": os.path.join(sockets.name, "kernel")}})
+    client = NotebookClient(nb, timeout=600, kernel_name="python3", config=ipc,
                             resources={"metadata": {"path": str(out_dir)}})
     target = out_dir / "quickstart.executed.ipynb"
     try:
-        client.execute()
+        with sockets:
+            client.execute()
     except CellExecutionError as err:
         nbformat.write(nb, target)
         print(f"The quickstart failed; partial output in {target}\n{err}", file=sys.stderr)

@@ -23,6 +23,8 @@ def test_quickstart_runs_end_to_end_on_the_simulator(tmp_path):
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "No MOONSHOT_API_KEY set: using the bundled Kimi simulator" in done.stdout
+    # The first thing a new user reads is the run, not a kernel warning about TCP traffic.
+    assert "WARNING" not in done.stderr and "without encryption" not in done.stderr, done.stderr
     nb = nbformat.read(tmp_path / "quickstart.executed.ipynb", as_version=4)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.output_type == "error"]
