@@ -118,12 +118,12 @@ def test_diff_of_two_sessions_and_of_two_snapshots(ipython):
     assert result.success
     text = out.stdout
     assert "A session 'default': 2 rounds" in text and "B session 'branch': 2 rounds" in text
-    assert "1 rounds in both" in text
+    assert "1 round in both" in text
     assert "only in A: round 2: Only on main." in text
     assert "only in B: round 2: Only on the branch." in text
     assert text.count("spent") == 2
     _, out = run(ipython, "%kimi diff base later")
-    assert "snapshot #1 'base': 1 rounds" in out.stdout
+    assert "snapshot #1 'base': 1 round," in out.stdout
     assert "only in B: round 2: Only on main." in out.stdout and "only in A:" not in out.stdout
     result, _ = run(ipython, "%kimi diff base nowhere")
     assert isinstance(result.error_in_exec, UsageError)

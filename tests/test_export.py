@@ -138,4 +138,4 @@ def test_export_and_import_magics(ipython: Any, tmp_path: Path) -> None:
         ipython.run_line_magic("kimi", f"import {target} --as restored")
     with capture_output() as out:
         ipython.run_line_magic("kimi", "use restored")
-    assert "Resumed session 'restored': 1 rounds" in out.stdout
+    assert "Resumed session 'restored': 1 round," in out.stdout

@@ -350,7 +350,7 @@ def test_a_compress_that_falls_back_to_truncate_says_so_and_names_the_snapshot(s
     sim.fail("not_found", times=1)
     result, text = run(shell, "%%kimi --max-tokens 50\nWhich request id was first?")
     assert result.success, result.error_in_exec
-    assert "truncated 1 rounds instead" in text and "%kimi rollback" in text
+    assert "truncated 1 round instead" in text and "%kimi rollback" in text
     s = session(shell)
     snap_id = int(text.split("%kimi rollback ")[1].split()[0])
     assert s.find_snapshot(snap_id).rounds == 1

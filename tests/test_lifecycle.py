@@ -392,4 +392,4 @@ def test_sessions_and_use_in_the_magic(ipython: Any, tmp_path: Path) -> None:
     ipython.run_line_magic("load_ext", "kimi_magic")
     with capture_output() as out:
         ipython.run_line_magic("kimi", "use alpha")
-    assert "Resumed session 'alpha': 1 rounds" in out.stdout
+    assert "Resumed session 'alpha': 1 round," in out.stdout

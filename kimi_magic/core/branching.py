@@ -16,6 +16,7 @@ from .context import Context, Message, Snapshot
 from .conversation import Conversation
 from .errors import SessionError
 from .store import Store
+from .text import counted
 
 #: What a session name may be (it names a row in the store and a ``%kimi use`` argument).
 SESSION_NAME = re.compile(r"^[\w.\-]{1,64}$")
@@ -99,9 +100,9 @@ class Diff:
         out = []
         for tag, side, only in (("A", self.a, self.only_a), ("B", self.b, self.only_b)):
             spent = "" if side.spent is None else f", ${side.spent:.4f} spent"
-            out.append(f"{tag} {side.label}: {len(side.context.rounds)} rounds, "
+            out.append(f"{tag} {side.label}: {counted(len(side.context.rounds), 'round')}, "
                        f"~{side.tokens:,} tokens{spent}; {len(only)} only in {tag}")
-        out.append(f"{self.common} rounds in both")
+        out.append(f"{counted(self.common, 'round')} in both")
         for tag, only in (("A", self.only_a), ("B", self.only_b)):
             for n, r in only:
                 out.append(f"only in {tag}: round {n}: {' '.join(r[0].text.split())[:100]}")

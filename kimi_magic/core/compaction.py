@@ -29,6 +29,7 @@ from .errors import SessionError
 from .guard import CostRefused, usd, worst_cost
 from .masking import Masked, mask_message
 from .models import Model
+from .text import counted
 
 
 @dataclass
@@ -78,13 +79,13 @@ class CompressResult:
         first = self.masked.line() + " " if self.masked else ""
         if self.kept or self.snapshot is None:
             return first + (
-                f"Compress kept the original {self.rounds} rounds: the summary with its "
+                f"Compress kept the original {counted(self.rounds, 'round')}: the summary with its "
                 f"restored facts came to {self.summary_tokens:,} tokens, not fewer than the "
                 f"{self.replaced_tokens:,} tokens it would replace, so nothing else changed "
                 f"(the call cost {usd(self.cost)}).")
         restored = len(self.check.restored)
         return first + (
-            f"Compressed {self.rounds} rounds: {self.tokens_before:,} → "
+            f"Compressed {counted(self.rounds, 'round')}: {self.tokens_before:,} → "
             f"{self.tokens_after:,} tokens; of {self.check.facts} facts (numbers, ids, "
             f"paths, errors) the summary lacked {len(self.check.missing)}, and the fact "
             f"check restored {restored} verbatim"
@@ -205,7 +206,7 @@ class Compaction:
                 if len(rs) > keep:
                     snap = c.snapshot(f"auto: before truncate{why}", auto=True)
                     dropped = self.truncate(keep)
-                    lines.append(f"Auto-truncated {dropped} rounds{why}: {start:,} → "
+                    lines.append(f"Auto-truncated {counted(dropped, 'round')}{why}: {start:,} → "
                                  f"{c.tokens():,} tokens; archived for %kimi recall; "
                                  f"%kimi rollback {snap.id} restores them "
                                  f"(snapshot #{snap.id}).")
@@ -238,7 +239,7 @@ class Compaction:
             before = c.tokens()
             snap = c.snapshot("auto: before truncate (compress failed)", auto=True)
             dropped = self.truncate(keep)
-            return [f"Auto-compress failed ({err}); truncated {dropped} rounds instead: "
+            return [f"Auto-compress failed ({err}); truncated {counted(dropped, 'round')} instead: "
                     f"{before:,} → {c.tokens():,} tokens; %kimi rollback {snap.id} "
                     f"restores them (snapshot #{snap.id})."], False
         if result.kept:

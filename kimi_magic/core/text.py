@@ -17,3 +17,12 @@ def clip(text: Any, limit: int, *, marker: str = "…") -> str:
     if len(flat) <= limit:
         return flat
     return flat[: max(limit - len(marker), 0)] + marker
+
+
+def counted(n: int, noun: str) -> str:
+    """``n`` and ``noun``, plural unless ``n`` is one (the figures users read: "1 round").
+
+    >>> counted(1, "round"), counted(0, "round"), counted(1_200, "snapshot")
+    ('1 round', '0 rounds', '1,200 snapshots')
+    """
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"

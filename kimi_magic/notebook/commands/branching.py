@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...core.text import counted
 from .registry import arg, command
 
 
@@ -22,7 +23,7 @@ def fork(magic: Any, args: Any) -> None:
     source = magic.session.name
     s = magic.sessions.fork(args.name, args.snapshot or None)
     start = f"snapshot {args.snapshot!r} of {source!r}" if args.snapshot else repr(source)
-    print(f"Forked {start} into session {s.name!r} ({len(s.context.rounds)} rounds, "
+    print(f"Forked {start} into session {s.name!r} ({counted(len(s.context.rounds), 'round')}, "
           f"~{s.tokens():,} tokens) and switched to it; {source!r} is unchanged "
           f"(%kimi use {source} goes back).")
 

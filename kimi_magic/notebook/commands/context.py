@@ -8,7 +8,7 @@ from typing import Any
 from IPython.display import display
 
 from ...core import masking
-from ...core.text import clip
+from ...core.text import clip, counted
 from ..display import StreamView, history_bundle, table_bundle
 from .registry import arg, command, one_of
 
@@ -36,7 +36,7 @@ def snapshot(magic: Any, args: Any) -> None:
     Example: %kimi snapshot "before big change"
     """
     snap = magic.session.snapshot(args.label or None)
-    print(f"Snapshot #{snap.id} {snap.label!r}: {snap.rounds} rounds, "
+    print(f"Snapshot #{snap.id} {snap.label!r}: {counted(snap.rounds, 'round')}, "
           f"~{magic.session.snapshot_tokens(snap):,} tokens.")
 
 
@@ -61,7 +61,7 @@ def snapshots(magic: Any, args: Any) -> None:
 def rollback(magic: Any, args: Any) -> None:
     """Go back to a snapshot; the state you leave is kept as a snapshot too."""
     snap = magic.session.rollback(args.target or None)
-    print(f"Rolled back to snapshot #{snap.id} {snap.label!r}: {snap.rounds} rounds, "
+    print(f"Rolled back to snapshot #{snap.id} {snap.label!r}: {counted(snap.rounds, 'round')}, "
           f"~{magic.session.snapshot_tokens(snap):,} tokens. The state you left is kept as a "
           "snapshot too. "
           "This restores the conversation, not the kernel's variables: code that ran "
@@ -95,7 +95,7 @@ def truncate(magic: Any, args: Any) -> None:
     """Drop older rounds without a model call (archived for %kimi recall)."""
     before = magic.session.tokens()
     n = magic.session.truncate(args.keep_rounds, args.keep_tokens)
-    print(f"Truncated {n} rounds: ~{before:,} → ~{magic.session.tokens():,} tokens "
+    print(f"Truncated {counted(n, 'round')}: ~{before:,} → ~{magic.session.tokens():,} tokens "
           "(archived for %kimi recall).")
 
 

@@ -9,6 +9,7 @@ from IPython.display import display
 
 from ... import export as exporter
 from ...core.session import Session
+from ...core.text import counted
 from ..display import spent, table_bundle
 from .registry import arg, command
 
@@ -40,8 +41,8 @@ def use(magic: Any, args: Any) -> None:
     known = {s["name"] for s in magic.sessions.store.sessions()}
     s = magic.sessions.use(args.name)
     verb = "Resumed" if args.name in known else "Started"
-    print(f"{verb} session {args.name!r}: {len(s.context.rounds)} rounds, "
-          f"{len(s.snapshots)} snapshots.")
+    print(f"{verb} session {args.name!r}: {counted(len(s.context.rounds), 'round')}, "
+          f"{counted(len(s.snapshots), 'snapshot')}.")
 
 
 @command("export", arg("path", metavar="PATH", help="Where to write: .ipynb, .md or .json "
