@@ -46,7 +46,7 @@ def test_dry_run_shows_model_layers_cache_and_cost_and_sends_nothing(shell, sim)
         assert layer in text
     assert "kimi-k2.6" in text and "cold" in text and "32,768" in text
     assert "warm /" in text and "cold, with the whole output cap" in text
-    assert "compacts first" in text and "no (auto-compact at 100,000 tokens)" in text
+    assert "compaction" in text and "no (auto-compact at 100,000 tokens)" in text
 
     run(shell, "%%kimi\nMy favourite number is 42.")
     sent = len(chats(sim))
@@ -106,7 +106,7 @@ def test_dry_run_of_a_huge_paste_says_compaction_would_fire_first(shell, sim):
     shell.user_ns["paste"] = PASTE
     result, text = run(shell, "%%kimi --dry-run\nWhat took longest? {paste}")
     assert result.success, result.error_in_exec
-    assert "compacts first" in text and "yes:" in text and "do not fit kimi-k2.6" in text
+    assert "compaction" in text and "before sending:" in text and "do not fit kimi-k2.6" in text
     assert len(chats(sim)) == 1
 
 
@@ -381,3 +381,14 @@ def test_each_tool_loop_request_is_checked_and_a_refusal_records_no_half_turn(
     s = session(shell)
     assert len(s.context.rounds) == 0, "no half turn in the history"
     assert [c["kind"] for c in s.calls] == ["chat"] and s.calls[0]["cost"] > 0
+
+
+def test_the_estimate_says_when_compaction_comes_in_one_row(shell, sim):
+    # Past the threshold the row read "compacts first | after this turn": the label and the
+    # value contradicted each other.
+    run(shell, "%%kimi\nMy favourite number is 42.")
+    run(shell, "%config KimiMagic.compact_at = 50")
+    result, text = run(shell, "%kimi estimate")
+    assert result.success and "compacts first" not in text
+    row = next(line for line in text.splitlines() if line.startswith("compaction"))
+    assert row.split(None, 1)[1].strip() == "after this turn (past 50 tokens)", row

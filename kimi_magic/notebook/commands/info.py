@@ -91,7 +91,7 @@ def show_estimate(magic: Any, est: Any, title: str) -> None:
              "tokens likely cached" if est.cache_warm
              else "cold: nothing cached (no call in the cache's lifetime)")
     if est.compacts_first:
-        compaction = (f"yes: ~{est.input_tokens:,} tokens do not fit {est.model}'s "
+        compaction = (f"before sending: ~{est.input_tokens:,} tokens do not fit {est.model}'s "
                       f"{est.window:,}-token window with room to answer ({magic.compact_mode})")
     elif est.compacts_after:
         compaction = f"after this turn (past {est.threshold:,} tokens)"
@@ -119,7 +119,8 @@ def show_estimate(magic: Any, est: Any, title: str) -> None:
                   "whole output cap" if est.priced else "unpriced")],
         ["cost guard", guard],
         ["budget", budget],
-        ["compacts first", compaction],
+        # One row for when it compacts: "compacts first | after this turn" contradicted itself.
+        ["compaction", compaction],
         ["summaries by", summariser],
     ]
     display(table_bundle(["", ""], rows, title), raw=True)
