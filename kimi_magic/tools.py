@@ -25,6 +25,7 @@ from typing import Any, Literal, Union
 from .core.errors import SessionError
 from .core.redact import env_secrets, redact
 from .core.session import Session
+from .core.text import bounded
 from .wire.messages import WEB_SEARCH_TOOL, is_web_search
 
 #: Kimi accepts at most this many tools per request.
@@ -367,10 +368,7 @@ class Toolset:
                 text = json.dumps(result, ensure_ascii=False, default=str)
             except (TypeError, ValueError):
                 text = repr(result)
-        limit = self.max_result_chars
-        if len(text) > limit:
-            text = text[:limit] + f"\n[... truncated: {limit:,} of {len(text):,} characters]"
-        return text
+        return bounded(text, self.max_result_chars)
 
 
 def _recall_tool(session: Session) -> Tool:

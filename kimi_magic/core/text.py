@@ -26,3 +26,17 @@ def counted(n: int, noun: str) -> str:
     ('1 round', '0 rounds', '1,200 snapshots')
     """
     return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def bounded(text: str, limit: int) -> str:
+    """``text`` kept whole up to ``limit`` characters, then a line saying what was cut: for
+    long output that goes to the model (a tool result, a cell's output).
+
+    >>> bounded("HEY" * 4, 5)
+    'HEYHE\\n[... truncated: 5 of 12 characters]'
+    >>> bounded("short", 5)
+    'short'
+    """
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"\n[... truncated: {limit:,} of {len(text):,} characters]"

@@ -32,7 +32,7 @@ from ..core.errors import SessionError
 from ..core.notebook_context import CellRun, Change, note
 from ..core.redact import env_secrets, redact
 from ..core.session import Session
-from ..core.text import clip
+from ..core.text import bounded, clip
 
 #: Cells the log keeps (the note and ``read_cells`` only look at recent ones).
 MAX_LOGGED_CELLS = 200
@@ -351,9 +351,9 @@ def run_code(code: str, namespace: dict[str, Any], timeout: float) -> str:
     parts = []
     for label, text in (("stdout", out.getvalue()), ("stderr", err.getvalue())):
         if text:
-            parts.append(f"{label}:\n{_bounded(text, MAX_STREAM_CHARS)}")
+            parts.append(f"{label}:\n{bounded(text, MAX_STREAM_CHARS)}")
     if value is not None:
-        parts.append(f"value: {_bounded(_safe_repr(value), MAX_STREAM_CHARS)}")
+        parts.append(f"value: {bounded(_safe_repr(value), MAX_STREAM_CHARS)}")
     if failure:
         parts.append(f"error:\n{failure}")
     return "\n".join(parts) if parts else "(ran without output)"
@@ -367,12 +367,6 @@ def _traceback(exc: BaseException, filename: str) -> str:
     if len(kept) > MAX_TRACEBACK_LINES:
         kept = kept[:4] + ["  …"] + kept[-(MAX_TRACEBACK_LINES - 5):]
     return "\n".join(kept)
-
-
-def _bounded(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    return text[:limit] + f"\n[… {len(text) - limit:,} more characters]"
 
 
 # -- the tools -----------------------------------------------------------------------------
@@ -460,7 +454,7 @@ class NotebookTools:
                 text += f"\nOut [{c.number}]: {c.result}"
             if c.error:
                 text += f"\nerror: {c.error}"
-            parts.append(_bounded(text, MAX_CELL_CHARS))
+            parts.append(bounded(text, MAX_CELL_CHARS))
         return "\n\n".join(parts)
 
     def run_python(self, code: str) -> str:
