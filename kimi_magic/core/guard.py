@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..wire.request import DEFAULT_COMPLETION_TOKENS, Options
@@ -43,7 +43,7 @@ def usd(value: float | None) -> str:
 
 @dataclass
 class Estimate:
-    """What the next call would send and cost, as plain data (``as_dict`` for views)."""
+    """What the next call would send and cost, as plain data."""
 
     requested: str
     model: str
@@ -75,9 +75,6 @@ class Estimate:
     def model_label(self) -> str:
         """``auto → kimi-k2.6`` when auto chose, else the model id."""
         return f"{self.requested} → {self.model}" if self.requested != self.model else self.model
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "worst": self.worst, "model_label": self.model_label}
 
 
 class Guard:
