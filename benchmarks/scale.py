@@ -10,6 +10,9 @@ adds), the others on the resumed session against the simulator:
 * ``turn``: one more ``ask`` (wall time, client and simulator);
 * ``snapshot`` / ``rollback``: one of each, core only (no dashboard);
 * ``export``: ``%kimi export x.ipynb``.
+
+``big_compress`` times one more case: ``%kimi compress`` of the benchmark workload's first 46
+rounds (about 225K tokens of pasted code and logs), with the mask stage and without it.
 """
 
 from __future__ import annotations
@@ -137,6 +140,41 @@ def commands(path: Path, url: str, tmp: Path) -> dict[str, float]:
     return {k: round(v, 4) for k, v in out.items()}
 
 
+def _compress_cpu(s: Session) -> float:
+    """Our CPU in one ``compress(keep_rounds=2)``: its wall time minus the call's wire time."""
+    calls = len(s.calls)
+    t = time.perf_counter()
+    s.compress(keep_rounds=2)
+    spent = time.perf_counter() - t
+    return spent - sum(row["seconds"] or 0.0 for row in s.calls[calls:])
+
+
+def big_compress(rounds: int = 46, reps: int = 3) -> dict[str, Any]:
+    """Our CPU in ``%kimi compress`` of a ~225K-token session of the workload's pastes: median
+    seconds with the mask stage (the default) and without it (``mask_tokens = None``)."""
+    from . import workload
+
+    work = workload.build()
+    out: dict[str, Any] = {"rounds": rounds}
+    with Simulator(port=0, record=False) as sim:
+        settings = Settings(base_url=sim.url, api_key="sk-bench", compact_mode="off",
+                            retry_base=0.01, max_completion_tokens=workload.MAX_OUTPUT)
+        s = Session("big", settings, store=Store(":memory:"))
+        for r in work.rounds[:rounds]:
+            s.ask(r.prompt, options=Options(think=False))
+        out["context_tokens"] = s.tokens()
+        start = s.snapshot("before the timed compress")
+        for key, size in (("compress_big", settings.mask_tokens), ("compress_big_no_mask", None)):
+            s.settings.mask_tokens = size
+            times = []
+            for _ in range(reps):
+                times.append(_compress_cpu(s))
+                s.rollback(start.id)
+            out[key] = round(statistics.median(times), 4)
+        s.store.close()
+    return out
+
+
 def growth(small: float, large: float, factor: float) -> str:
     """The growth class from two sizes ``factor`` apart: constant, linear or superlinear."""
     if small <= 0 or large <= 0:
@@ -168,7 +206,10 @@ def grid(quick: bool = False) -> dict[str, Any]:
             print(f"  scale {rounds:>5} rounds × {snaps:>3} snapshots: " + ", ".join(
                 f"{k} {v}" for k, v in row.items() if k not in ("rounds", "snapshots")),
                 flush=True)
-    return {"scale": rows, "scale_growth": _classes(rows)}
+    big = big_compress(rounds=12, reps=1) if quick else big_compress()
+    print(f"  compress of {big['context_tokens']:,} workload tokens: {big['compress_big']} s "
+          f"(without the mask stage {big['compress_big_no_mask']} s)", flush=True)
+    return {"scale": rows, "scale_growth": _classes(rows), "scale_compress_big": big}
 
 
 def _classes(rows: list[dict[str, Any]]) -> dict[str, str]:
