@@ -138,8 +138,15 @@ def test_multi_turn_memory_out_and_estimated_figures(shell, llama):
 
 def test_snapshot_rollback_compress_with_fact_check_and_export(shell, llama, tmp_path):
     facts = ("The deploy key id is KX-4471.", "The staging server listens on port 8443.")
+    # Rounds worth summarising: a summary plus its restored facts is kept only if it is
+    # smaller than the rounds it replaces, and two bare sentences are smaller than any.
+    # The window is widened (the server's is 8,192) so that the two rounds fit beside a summary.
+    run(shell, f"%config KimiMagic.model_overrides = {{{MODEL!r}: {{'context_length': 4096}}}}")
+    background = " ".join(["We moved the service to the new cluster last spring, and since"
+                           " then the team has asked for clearer notes on how releases are"
+                           " prepared, reviewed and rolled out to customers."] * 16)
     for fact in facts:
-        run(shell, f"%%kimi --max-tokens 16\n{fact} Just say OK.")
+        run(shell, f"%%kimi --max-tokens 16\n{background} {fact} Just say OK.")
     run(shell, "%kimi snapshot planted")
     run(shell, "%%kimi --max-tokens 16\nSay hello.")
     session = magic(shell).session
