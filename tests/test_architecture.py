@@ -199,3 +199,25 @@ def test_only_wire_spells_wire_field_names():
                       if isinstance(node, ast.Constant) and node.value in WIRE_NAMES
                       and id(node) not in docs]
     assert offenders == []
+
+
+def _docstrings(tree: ast.Module) -> set[int]:
+    """The ids of string constants that stand alone as statements (docstrings)."""
+    return {id(node.value) for node in ast.walk(tree)
+            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)}
+
+
+def test_core_and_wire_advice_goes_through_hints():
+    # A plain-Python user cannot run "%kimi compress"; core.hints spells advice in the
+    # dialect of whoever reads it, so no other core or wire string may name a magic.
+    offenders = []
+    for name, tree in modules().items():
+        if not name.startswith(("kimi_magic.core", "kimi_magic.wire")) or name.endswith(".hints"):
+            continue
+        skip = _docstrings(tree)
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Constant) and isinstance(node.value, str)
+                    and id(node) not in skip
+                    and ("%kimi" in node.value or "%config" in node.value)):
+                offenders.append(f"{name}:{node.lineno} {node.value[:50]!r}")
+    assert offenders == []

@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from . import hints
 from .context import Context, Message, Snapshot
 from .conversation import Conversation
 from .errors import SessionError
@@ -38,7 +39,7 @@ def fork(c: Conversation, name: str, ctx: Context) -> Context:
     check_name(name)
     if name == c.name or any(s["name"] == name for s in c.store.sessions()):
         raise SessionError(f"a session named {name!r} already exists: fork needs a new name "
-                           f"(%kimi use {name} switches to it)")
+                           f"({hints.command('use', name)} switches to it)")
     with c.lock:
         with c.store.transaction() as conn:
             ctx = c.store.ensure_chain(conn, ctx)
@@ -138,7 +139,8 @@ def side(c: Conversation, target: str, find: Callable[[str], Snapshot]) -> Side:
     loaded = store.load_session(target)
     if loaded is None:
         raise SessionError(f"{target!r} is neither a snapshot of {c.name!r} nor a stored "
-                           "session (%kimi snapshots and %kimi sessions list them)")
+                           f"session ({hints.command('snapshots')} and {hints.command('sessions')} "
+                           "list them)")
     # Counted with this session's figures: a fork shares its messages, so the server's counts
     # of them apply; the rest is estimated at this session's calibration.
     return Side(f"session {target!r}", loaded[0], c.accounting.tokens(loaded[0]),

@@ -13,6 +13,7 @@ from typing import Any
 from ..wire.errors import KimiError
 from ..wire.messages import is_web_search
 from ..wire.request import DEFAULT_COMPLETION_TOKENS, Options
+from . import hints
 from . import models as model_table
 from .errors import SessionError
 from .models import Model
@@ -97,7 +98,7 @@ class ModelChoice:
             notices.append(why)
         elif model_table.is_retired(requested):
             raise SessionError(f"model {requested!r} is retired (Moonshot answers 404); "
-                               "%kimi models lists today's models")
+                               f"{hints.command('models')} lists today's models")
         else:
             model = self.model(requested)
         if opts.effort and not model.effort:

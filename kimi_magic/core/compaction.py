@@ -22,7 +22,7 @@ from ..wire.errors import KimiError
 from ..wire.events import OnEvent
 from ..wire.request import Options, build_request
 from . import compress as compression
-from . import tokens
+from . import hints, tokens
 from .context import Context, Message, Snapshot
 from .conversation import Conversation
 from .errors import SessionError
@@ -51,8 +51,8 @@ class MaskResult:
                  else f"rounds {rounds[0]}–{rounds[-1]}")
         return (f"Masked {' and '.join(kinds)} of {where} without a model call: "
                 f"{self.tokens_before:,} → {self.tokens_after:,} tokens; each stub names "
-                f"its archive id for %kimi recall (e.g. {self.masked[0].mask_id}); snapshot "
-                f"#{self.snapshot.id} taken before.")
+                f"its archive id for {hints.command('recall')} (e.g. {self.masked[0].mask_id}); "
+                f"snapshot #{self.snapshot.id} taken before.")
 
 
 @dataclass
@@ -96,9 +96,10 @@ class CompressResult:
 
 def nothing_to_shrink(model: Model) -> str:
     """What to do when the prompt alone is over the window: compaction cannot help."""
-    return (f"There is no history for %kimi compress to shrink: the prompt, system prompt and "
-            f"pins alone exceed {model.id}'s {model.context_length:,}-token window. Shorten or "
-            "split the prompt, unpin large pins, or pick a model with a larger window.")
+    return (f"There is no history for {hints.command('compress')} to shrink: the prompt, "
+            f"system prompt and pins alone exceed {model.id}'s {model.context_length:,}-token "
+            "window. Shorten or split the prompt, unpin large pins, or pick a model with a "
+            "larger window.")
 
 
 def check_fits_alone(need: int, model: Model) -> None:
@@ -207,8 +208,8 @@ class Compaction:
                     snap = c.snapshot(f"auto: before truncate{why}", auto=True)
                     dropped = self.truncate(keep)
                     lines.append(f"Auto-truncated {counted(dropped, 'round')}{why}: {start:,} → "
-                                 f"{c.tokens():,} tokens; archived for %kimi recall; "
-                                 f"%kimi rollback {snap.id} restores them "
+                                 f"{c.tokens():,} tokens; archived for {hints.command('recall')}; "
+                                 f"{hints.command('rollback', snap.id)} restores them "
                                  f"(snapshot #{snap.id}).")
             if not lines:
                 lines.append(f"Nothing to compact{why}: the context (~{before:,} tokens) has "
@@ -240,7 +241,7 @@ class Compaction:
             snap = c.snapshot("auto: before truncate (compress failed)", auto=True)
             dropped = self.truncate(keep)
             return [f"Auto-compress failed ({err}); truncated {counted(dropped, 'round')} instead: "
-                    f"{before:,} → {c.tokens():,} tokens; %kimi rollback {snap.id} "
+                    f"{before:,} → {c.tokens():,} tokens; {hints.command('rollback', snap.id)} "
                     f"restores them (snapshot #{snap.id})."], False
         if result.kept:
             return [f"Auto-compress{why} not used. " + result.line()], False

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from ..wire.client import KimiClient
 from ..wire.errors import KimiError
+from . import hints
 from .settings import Settings
 
 
@@ -46,6 +47,6 @@ def connect(s: Settings) -> KimiClient:
     """A client for the configured server; a clear error when there is no key."""
     if not s.api_key:
         raise KimiError("no_key", "set MOONSHOT_API_KEY in the environment or "
-                        "%config KimiMagic.api_key = '...' (it is never shown or stored)")
+                        f"{hints.setting('api_key', repr('...'))} (it is never shown or stored)")
     return KimiClient(s.base_url, s.api_key, timeout=s.timeout, max_retries=s.max_retries,
                       retry_base=s.retry_base, server=s.server)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..wire.request import DEFAULT_COMPLETION_TOKENS, Options
+from . import hints
 from .context import Message
 from .errors import SessionError
 from .models import BATCH_DISCOUNT, Model
@@ -118,15 +119,16 @@ class Guard:
             shown, cap = _apart(worst, limit)
             raise CostRefused(
                 f"refused: {about} could cost up to {shown}{each}, over the per-call "
-                f"limit of {cap}; nothing was sent. Allow it with --max-cost "
-                f"{_up(worst)} on the cell or %config KimiMagic.max_call_usd = {_up(worst)}")
+                f"limit of {cap}; nothing was sent. Allow it with "
+                f"{hints.option('max_cost', _up(worst))} or "
+                f"{hints.setting('max_call_usd', _up(worst))}")
         budget = self.session.settings.budget_usd
         spent = self.spent() + pending
         if budget is not None and spent + total > budget:
             raise CostRefused(
                 f"refused: {about} could cost up to {usd(total)}, and {usd(spent)} of the "
                 f"session budget of {usd(budget)} is spent; nothing was sent. Raise it with "
-                f"%config KimiMagic.budget_usd = {_up(spent + total)} (None: no budget)")
+                f"{hints.setting('budget_usd', _up(spent + total))} (None: no budget)")
 
     def check_many(self, what: str, model: Model, inputs: list[int], opts: Options, *,
                    batch: bool = False) -> None:

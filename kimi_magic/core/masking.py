@@ -19,7 +19,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from . import tokens
+from . import hints, tokens
 from .context import Message
 
 #: The start of every stub: what ``is_stub`` (and a reader) recognises.
@@ -163,7 +163,7 @@ def stub(what: str, n_tokens: int, n_lines: int, first_line: str, ident: str) ->
     first = first if len(first) <= 60 else first[:57] + "..."
     lines = f", {n_lines:,} lines" if n_lines > 1 else ""
     return (f"{STUB_START} {what} ({n_tokens:,} tokens{lines}, starting {first!r}) moved to "
-            f"the archive as {ident}; %kimi recall {ident} or the recall_archive tool "
+            f"the archive as {ident}; {hints.command('recall', ident)} or the recall_archive tool "
             "returns it in full]")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from . import hints
 from .context import Pin
 from .conversation import Conversation
 from .errors import SessionError
@@ -49,7 +50,7 @@ class Pinning:
             biggest = ", ".join(f"{p.name} ({size[p.name]:,})"
                                 for p in sorted(pins, key=lambda p: -size[p.name])[:3])
             raise SessionError(f"pins would take ~{total:,} tokens, over the pin budget of "
-                               f"{limit:,} (%config KimiMagic.pin_budget); biggest: {biggest}")
+                               f"{limit:,} ({hints.setting('pin_budget')}); biggest: {biggest}")
 
     def drop(self, name: str | None = None, *, all: bool = False) -> list[str]:
         """Remove the pin ``name`` (or every pin with ``all``); the names removed."""

@@ -34,7 +34,7 @@ from ..wire.client import KimiClient
 from ..wire.errors import KimiError
 from ..wire.events import OnEvent
 from ..wire.request import Options
-from . import branching, status
+from . import branching, hints, status
 from .accounting import Accounting, layered
 from .choice import ModelChoice
 from .compaction import Compaction, CompressResult
@@ -296,7 +296,8 @@ class Session:
     def recall(self, query: str, limit: int = 5, *, pin: bool = False) -> list[dict[str, Any]]:
         """Archived rounds (compressed, truncated or replaced away) that best match ``query``."""
         if not query.strip():
-            raise SessionError("recall needs a query, e.g. %kimi recall learning rate")
+            example = hints.command("recall", "learning rate")
+            raise SessionError(f"recall needs a query, e.g. {example}")
         hits = self.store.search(self.name, query, limit)
         if pin and hits:
             text = "\n\n---\n\n".join(h["text"] for h in hits)

@@ -167,7 +167,7 @@ class Settings:
         f"$MOONSHOT_MODEL or {DEFAULT_MODEL}).", env="MOONSHOT_MODEL", check=_model_id)
     system: str = setting(
         DEFAULT_SYSTEM, "System prompt of new sessions (and of open ones with no turn yet); "
-        "sessions that have started keep theirs (%%kimi --system TEXT sets one session's "
+        "sessions that have started keep theirs (a cell's --system TEXT sets one session's "
         "own).")
     max_completion_tokens: int | None = setting(
         None, "Output cap per call (None: 32768, clamped so input + output fit the window).",
@@ -193,7 +193,7 @@ class Settings:
     mask_tokens: int | None = setting(
         1000, "Compaction's first stage (no model call): in rounds older than keep_rounds, a "
         "tool result or pasted block (log, data dump, code listing) of at least this many "
-        "tokens becomes a one-line stub naming its archive id for %kimi recall; prose stays. "
+        "tokens becomes a one-line stub naming its archive id for recall; prose stays. "
         "1000 tokens is about 40 log lines or 80 lines of code: smaller blocks save too "
         "little to be worth a recall. None: never mask.", at_least=1)
     summary_tokens: int = setting(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import hints
 from .context import Snapshot
 from .conversation import Conversation
 from .errors import SessionError
@@ -82,7 +83,8 @@ class SnapshotTree:
     def find(self, target: int | str | None = None) -> Snapshot:
         """The snapshot with this id or label (default: the latest), or a one-line error."""
         if not self.saved:
-            raise SessionError("there are no snapshots yet: %kimi snapshot [LABEL] takes one")
+            take = hints.command("snapshot", "[LABEL]")
+            raise SessionError(f"there are no snapshots yet: {take} takes one")
         if target is None or target == "":
             return self.saved[-1]
         for s in reversed(self.saved):

@@ -8,6 +8,7 @@ from typing import Any
 
 from traitlets import TraitError
 
+from ..core import hints
 from .magics import KimiMagic
 
 
@@ -18,6 +19,7 @@ def load(ip: Any) -> None:
     if magic not in ip.configurables:  # some IPython versions register it already
         ip.configurables.append(magic)
     magic.cells.start()
+    hints.use(hints.NOTEBOOK)
 
 
 def _build(cls: Any, ip: Any) -> Any:
@@ -44,6 +46,7 @@ def unload(ip: Any) -> None:
     magic = ip.magics_manager.registry.pop("KimiMagic", None)
     if magic is None:
         return
+    hints.use(hints.PYTHON)
     for kind, names in (("line", ("kimi",)), ("cell", ("kimi", "kimi_pin"))):
         for name in names:
             ip.magics_manager.magics[kind].pop(name, None)

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
+from ..core import hints
 from ..core.redact import KEY_HIDDEN, redact
 from ..core.text import clip
 from .errors import KimiError, classify, host, is_api_error
@@ -222,7 +223,7 @@ class KimiClient:
         # neither well.
         if not _VERSIONED.search(urlparse(self.base_url).path):
             err.advice = (f"The base URL {self.base_url} probably lacks /v1: try "
-                          f"%config KimiMagic.base_url = '{self.base_url}/v1'.")
+                          f"{hints.setting('base_url', repr(self.base_url + '/v1'))}.")
         else:
             try:
                 served = sorted(self.models(refresh=True))

@@ -11,6 +11,7 @@ import re
 from typing import Any
 from urllib.parse import urlparse
 
+from ..core import hints
 from ..core.text import clip
 
 # error.type (or an HTTP status when a server sends none) -> our kind.
@@ -63,10 +64,10 @@ class KimiError(Exception):
         return self.kind in RETRYABLE
 
     def line(self) -> str:
-        advice = self.advice if self.advice is not None else ADVICE.get(self.kind, "")
+        hint = self.advice if self.advice is not None else advice(self.kind)
         status = f" ({self.status})" if self.status else ""
         detail = self.detail.strip().rstrip(".")
-        tail = f" {advice}" if advice else ""
+        tail = f" {hint}" if hint else ""
         return f"{TITLES.get(self.kind, 'Request failed')}{status}: {detail}.{tail}"
 
     def refresh(self) -> KimiError:
@@ -92,22 +93,26 @@ TITLES = {
     "malformed": "The server sent a malformed reply",
     "no_key": "No API key",
 }
-ADVICE = {
-    "auth": "Check MOONSHOT_API_KEY or %config KimiMagic.api_key (keys from api.moonshot.cn "
-            "do not work on api.moonshot.ai).",
-    "permission": "This key may not use that model or endpoint.",
-    "quota": "Top up or raise the limit on the Moonshot platform; not retried.",
-    "not_found": "The model id may be retired: %kimi models lists today's.",
-    "rate_limit": "Retried with backoff and gave up; wait a minute or lower the concurrency.",
-    "overloaded": "Retried with backoff and gave up; try again shortly.",
-    "server": "Retried and gave up; try again shortly.",
-    "content_filter": "Rephrase the prompt.",
-    "token_limit": "Run %kimi compress or %kimi truncate, or pick a larger model.",
-    "connection": "Is the server running and the base URL right (%config KimiMagic.base_url)?",
-    "timeout": "Try again, or raise %config KimiMagic.timeout.",
-    "stream_cut": "Nothing was recorded; run the cell again.",
-    "malformed": "Nothing was recorded; run the cell again.",
-}
+def advice(kind: str) -> str:
+    """What to do about an error of ``kind``, in the reader's terms (see ``core.hints``)."""
+    return {
+        "auth": f"Check MOONSHOT_API_KEY or {hints.setting('api_key')} (keys from "
+                "api.moonshot.cn do not work on api.moonshot.ai).",
+        "permission": "This key may not use that model or endpoint.",
+        "quota": "Top up or raise the limit on the Moonshot platform; not retried.",
+        "not_found": f"The model id may be retired: {hints.command('models')} lists today's.",
+        "rate_limit": "Retried with backoff and gave up; wait a minute or lower the concurrency.",
+        "overloaded": "Retried with backoff and gave up; try again shortly.",
+        "server": "Retried and gave up; try again shortly.",
+        "content_filter": "Rephrase the prompt.",
+        "token_limit": f"Run {hints.command('compress')} or {hints.command('truncate')}, or pick "
+                       "a larger model.",
+        "connection": "Is the server running and the base URL right "
+                      f"({hints.setting('base_url')})?",
+        "timeout": f"Try again, or raise {hints.setting('timeout')}.",
+        "stream_cut": "Nothing was recorded; run the cell again.",
+        "malformed": "Nothing was recorded; run the cell again.",
+    }.get(kind, "")
 
 
 def short(text: Any) -> str:
