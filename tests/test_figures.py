@@ -5,6 +5,7 @@ and compressions. Typed as a user types it, through a real IPython shell and the
 
 from __future__ import annotations
 
+import html
 import re
 
 import pytest
@@ -251,3 +252,21 @@ def test_the_status_line_under_a_compaction_notice_gives_the_fill_after_it(ipyth
     fill = re.search(r"context ([\d.]+)% of ([\d,]+)", said)
     assert abs(float(fill[1]) - after / number(fill[2]) * 100) < 0.1, said
     assert after == status(ipython)["total"]
+
+
+def test_snapshot_and_rollback_lines_mark_only_estimates(ipython, sim):
+    run(ipython, f"%%kimi\n{PROSE}")
+    m = ipython.magics_manager.registry["KimiMagic"]
+    s = m.session
+    assert s.status()["exact"], "the server counted this context"
+    line = text(run(ipython, "%kimi snapshot"))
+    # An unlabelled snapshot is not named twice ("#1 '#1'"); its size is the status figure.
+    assert line.startswith("Snapshot #1: 1 round, ") and "'#1'" not in line
+    assert f" {s.tokens():,} tokens." in line and "~" not in line
+    run(ipython, "%%kimi\nAnd the batch size?")
+    dash = Dashboard(m.sessions, s.name)
+    dash._rollback(1)
+    shown = html.unescape(dash.status_line.value)
+    assert "Rolled back to snapshot #1: 1 round, " in shown
+    assert f"{s.tokens():,} tokens" in shown
+    assert ("~" in shown) != s.status()["exact"], "the mark follows the headline's exactness"

@@ -102,7 +102,8 @@ def test_snapshot_button_takes_a_labelled_snapshot_and_lists_it(sessions, dash):
     s = sessions.get("default")
     assert [snap.label for snap in s.snapshots] == ["before tuning"]
     assert status(dash) == ("ok", f"Snapshot #{s.snapshots[0].id} 'before tuning': 2 rounds, "
-                            f"~{s.snapshots[0].tokens:,} tokens.")
+                            f"{s.snapshots[0].tokens:,} tokens."), \
+        "the server counted this context: its size is exact, as the headline says"
     row = dash.snapshot_rows.children[0].children[0].value
     assert "before tuning" in row and "2 rounds" in row and "●" in row
     assert dash.label.value == "", "the label box empties for the next snapshot"

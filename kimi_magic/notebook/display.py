@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ..core.text import clip
+from ..core.text import clip, counted
 from ..core.turn import Turn
 from ..wire.errors import KimiError
 from ..wire.events import (
@@ -356,3 +356,20 @@ def status_line(turn: Turn) -> str:
             f"{mark}{u.completion_tokens:,} tokens · {mark}{cost} · context "
             f"{turn.fill:.{1 if turn.fill < 0.1 else 0}%} of {turn.window:,} · {kind} · "
             f"{turn.seconds:.1f}s")
+
+
+def snapshot_line(session: Any, snap: Any, *, rolled_back: bool = False) -> str:
+    """"Snapshot #3 'label': 4 rounds, 2,296 tokens." (or "Rolled back to ..."): one sentence
+    for the magic and the dashboard, its size marked ``~`` unless the server counted it."""
+    label = "" if unlabelled_snapshot(snap.label) else f" {snap.label!r}"
+    here = session.here()
+    exact = here is not None and here.id == snap.id and session.accounting.is_exact(
+        session.context)
+    return (f"{'Rolled back to snapshot' if rolled_back else 'Snapshot'} #{snap.id}{label}: "
+            f"{counted(snap.rounds, 'round')}, {'' if exact else '~'}"
+            f"{session.snapshot_tokens(snap):,} tokens.")
+
+
+def unlabelled_snapshot(label: str) -> bool:
+    """The core names unlabelled snapshots "#N": nothing worth showing twice."""
+    return label.startswith("#") and label[1:].isdigit()

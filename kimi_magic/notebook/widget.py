@@ -23,7 +23,7 @@ from ..core.session import Session
 from ..core.sessions import Sessions
 from ..wire.errors import KimiError
 from ..wire.events import ContentDelta, StreamEvent
-from .display import NO_MATH, dollars, spent
+from .display import NO_MATH, dollars, snapshot_line, spent, unlabelled_snapshot
 
 #: Errors that are the user's or the network's: one line in the widget, never a traceback.
 USER_ERRORS = (KimiError, SessionError, StoreError)
@@ -306,8 +306,7 @@ class Dashboard(widgets.VBox):
         def op() -> str:
             snap = self.session.snapshot(self.label.value.strip() or None)
             self.label.value = ""
-            return (f"Snapshot #{snap.id}{_quoted(snap.label)}: {snap.rounds} rounds, "
-                    f"~{self.session.snapshot_tokens(snap):,} tokens.")
+            return snapshot_line(self.session, snap)
 
         self._run(op)
 
@@ -319,9 +318,8 @@ class Dashboard(widgets.VBox):
     def _rollback(self, target: int | None) -> None:
         def op() -> str:
             snap = self.session.rollback(target)
-            return (f"Rolled back to snapshot #{snap.id}{_quoted(snap.label)}: {snap.rounds} "
-                    f"rounds, ~{self.session.snapshot_tokens(snap):,} tokens; the state you left "
-                    "is kept as a snapshot.")
+            return (snapshot_line(self.session, snap, rolled_back=True)
+                    + " The state you left is kept as a snapshot.")
 
         self._run(op)
 
@@ -608,13 +606,6 @@ def chart_svg(turns: Sequence[dict[str, Any]], width: int = 600, height: int = 1
         + f"<span>{len(points)} turns</span></div></div>")
 
 
-def _unlabelled(label: str) -> bool:
-    """The core names unlabelled snapshots "#N": nothing worth showing twice."""
-    return label.startswith("#") and label[1:].isdigit()
-
-
-def _quoted(label: str) -> str:
-    return "" if _unlabelled(label) else f" {label!r}"
 
 
 def _title(text: str, note: str = "") -> str:
@@ -627,7 +618,7 @@ def _title(text: str, note: str = "") -> str:
 def snapshot_row(snap: Any, here: bool, tokens: int | None = None) -> str:
     """One snapshot as a row that wraps at narrow widths instead of clipping; ``tokens`` is
     the figure to show (``Session.snapshot_tokens``; default: the recorded one)."""
-    unlabelled = _unlabelled(snap.label)
+    unlabelled = unlabelled_snapshot(snap.label)
     tokens = snap.tokens if tokens is None else tokens
     details = [time.strftime("%H:%M:%S", time.localtime(snap.time)), f"{snap.rounds} rounds",
                f"{tokens:,} tokens", f"from #{snap.parent}" if snap.parent else "",

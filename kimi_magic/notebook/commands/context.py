@@ -9,7 +9,7 @@ from IPython.display import display
 
 from ...core import masking
 from ...core.text import clip, counted
-from ..display import StreamView, history_bundle, table_bundle
+from ..display import StreamView, history_bundle, snapshot_line, table_bundle
 from .registry import arg, command, one_of
 
 
@@ -36,8 +36,7 @@ def snapshot(magic: Any, args: Any) -> None:
     Example: %kimi snapshot "before big change"
     """
     snap = magic.session.snapshot(args.label or None)
-    print(f"Snapshot #{snap.id} {snap.label!r}: {counted(snap.rounds, 'round')}, "
-          f"~{magic.session.snapshot_tokens(snap):,} tokens.")
+    print(snapshot_line(magic.session, snap))
 
 
 @command("snapshots")
@@ -61,9 +60,8 @@ def snapshots(magic: Any, args: Any) -> None:
 def rollback(magic: Any, args: Any) -> None:
     """Go back to a snapshot; the state you leave is kept as a snapshot too."""
     snap = magic.session.rollback(args.target or None)
-    print(f"Rolled back to snapshot #{snap.id} {snap.label!r}: {counted(snap.rounds, 'round')}, "
-          f"~{magic.session.snapshot_tokens(snap):,} tokens. The state you left is kept as a "
-          "snapshot too. "
+    print(snapshot_line(magic.session, snap, rolled_back=True) + " The state you left is kept "
+          "as a snapshot too. "
           "This restores the conversation, not the kernel's variables: code that ran "
           "(yours or --agent's) has left them as they are.")
 
