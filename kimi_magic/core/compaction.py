@@ -44,8 +44,8 @@ class MaskResult:
     def line(self) -> str:
         n = len(self.masked)
         tools = sum(m.role == "tool" for m in self.masked)
-        kinds = ([f"{n - tools} pasted block{'s' if n - tools != 1 else ''}"] if n - tools
-                 else []) + ([f"{tools} tool result{'s' if tools != 1 else ''}"] if tools else [])
+        kinds = ([counted(n - tools, "pasted block")] if n - tools else []) + (
+            [counted(tools, "tool result")] if tools else [])
         rounds = sorted({m.round for m in self.masked})
         where = (f"round {rounds[0]}" if len(rounds) == 1
                  else f"rounds {rounds[0]}–{rounds[-1]}")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from . import tokens
 from .context import Message
+from .text import counted
 
 SECTIONS = ("Current goal", "Facts and figures", "Decisions", "Errors and fixes",
             "Code state", "Open items")
@@ -212,7 +213,7 @@ def in_context(context: list[dict], keep_rounds: int, target: int) -> list[dict]
     scope = ""
     if keep_rounds:
         # A count, not a quote: notebook prompts often start alike, a count cannot be misread.
-        scope = (f" except my last {keep_rounds} message{'s' if keep_rounds > 1 else ''} and "
+        scope = (f" except my last {counted(keep_rounds, 'message')} and "
                  "your replies to them (they stay in the context verbatim)")
     instruction = IN_CONTEXT_INSTRUCTIONS.format(scope=scope, target=target)
     return [*context, {"role": "user", "content": instruction}]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import tokens
-from .text import clip
+from .text import clip, counted
 
 #: A cell's source is cut to this many lines and characters before budgeting.
 MAX_SOURCE_LINES = 40
@@ -86,7 +86,7 @@ def note(runs: Sequence[CellRun], budget: int) -> str:
         return ""
     kept.reverse()
     if left_out:
-        kept.insert(0, f"({left_out} earlier cell{'s' if left_out > 1 else ''} left out)")
+        kept.insert(0, f"({counted(left_out, 'earlier cell')} left out)")
     return "\n".join([head, *kept, *tail, CLOSE])
 
 

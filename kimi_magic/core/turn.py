@@ -26,6 +26,7 @@ from .conversation import Conversation
 from .errors import SessionError
 from .guard import CostRefused, output_cap, worst_cost
 from .models import Model
+from .text import counted
 
 
 class Tools(Protocol):
@@ -285,7 +286,7 @@ class Ask:
             # Billed per call on top of tokens; kept in the turn's cost.
             web_usd = searches * model_table.WEB_SEARCH_USD
             ex.cost = None if ex.cost is None else ex.cost + web_usd
-            self.notices.append(f"$web_search: {searches} call{'s' if searches > 1 else ''}, "
+            self.notices.append(f"$web_search: {counted(searches, 'call')}, "
                                 f"billed ${model_table.WEB_SEARCH_USD} each (${web_usd:.3f}, "
                                 "included in the cost)")
         return ex
@@ -303,9 +304,8 @@ class Ask:
                           f"~{sent:,} tokens in, up to {cap:,} out", pending=ex.cost or 0.0)
         except CostRefused as err:
             self.record_call(ex)
-            made = f"{step} request{'s' if step > 1 else ''}"
-            raise CostRefused(f"{err} (this turn's first {made} and its tools ran, their cost "
-                              "is recorded; the turn is not)") from None
+            raise CostRefused(f"{err} (this turn's first {counted(step, 'request')} and its tools "
+                              "ran, their cost is recorded; the turn is not)") from None
 
     def call(self, model: Model, messages: list[dict[str, Any]], opts: Options, base: Context,
              new: list[Message], sent: int) -> Reply:
