@@ -15,6 +15,10 @@ from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
 from kimi_magic import Session, Store
+from kimi_magic.core.models import RETIRED_EXAMPLES
+
+#: A retired id, as a user with an old notebook types it.
+RETIRED = RETIRED_EXAMPLES[0]
 
 #: (cell, words the one-line error must contain)
 BAD_CELLS = [
@@ -33,7 +37,7 @@ BAD_CELLS = [
     ("%%kimi --map not_defined\nName {item}.", "not_defined"),
     ("%%kimi --bogus\nHello", "unrecognized"),
     ("%%kimi\n   \n", "prompt is empty"),
-    ("%%kimi -m kimi-k2-0905-preview\nHello", "retired"),
+    (f"%%kimi -m {RETIRED}\nHello", "retired"),
     ("%%kimi_pin\nSome text", "%%kimi_pin NAME"),
     ("%kimi frobnicate", "unknown subcommand"),
     ("%kimi rollback 999", "no snapshot"),
@@ -80,9 +84,9 @@ BAD_CONFIG = [
     ("server", '"mainframe"'),
     ("api_key", "42"),
     ("base_url", '"api.moonshot.ai/v1"'),
-    ("model", '"kimi-k2-0905-preview"'),
+    ("model", repr(RETIRED)),
     ("model", '""'),
-    ("compact_model", '"kimi-k2-0905-preview"'),
+    ("compact_model", repr(RETIRED)),
     ("system", "None"),
     ("max_completion_tokens", '"lots"'),
     ("think", '"yes"'),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kimi_magic import KimiError, Options, Session, Settings, Store
-from kimi_magic.core.models import resolve
+from kimi_magic.core.models import RETIRED_EXAMPLES, resolve
 from kimi_magic.notebook.display import status_line
 from kimi_magic.simulator import Simulator
 from kimi_magic.wire.events import ContentDelta, ReasoningDelta
@@ -157,7 +157,7 @@ def test_retries_classified_by_error_type(session, sim, kind, retried):
 def test_retired_model_is_refused_before_sending(session, sim):
     before = len(chats(sim))
     with pytest.raises(Exception, match="retired"):
-        session.ask("hi", model="moonshot-v1-8k")  # a retired id: refused locally
+        session.ask("hi", model=RETIRED_EXAMPLES[1])  # a retired id: refused locally
     assert len(chats(sim)) == before
 
 

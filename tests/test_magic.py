@@ -8,6 +8,7 @@ from IPython.utils.capture import capture_output
 from traitlets.config import Config
 
 from conftest import TEST_KEY as KEY
+from kimi_magic.core.models import RETIRED_EXAMPLES
 
 
 @pytest.fixture()
@@ -132,7 +133,7 @@ def test_user_mistakes_are_one_line_and_send_nothing(shell, sim):
     before = len(chats(sim))
     for cell in ["%%kimi --max-tokens 0\nhi", "%%kimi --effort extreme\nhi",
                  "%%kimi\n   ", "%kimi frobnicate", "%%kimi --prefix x --json\nhi",
-                 "%kimi rollback nope", "%%kimi -m moonshot-v1-8k\nhi"]:  # a retired model id
+                 "%kimi rollback nope", f"%%kimi -m {RETIRED_EXAMPLES[1]}\nhi"]:
         with capture_output() as out:
             result = shell.run_cell(cell)
         assert isinstance(result.error_in_exec, UsageError), cell

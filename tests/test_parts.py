@@ -78,7 +78,7 @@ def test_auto_picks_the_cheapest_served_model_that_fits():
 def test_a_retired_model_is_refused_in_one_line():
     choice = ModelChoice(Settings(), dict, lambda: False)
     with pytest.raises(SessionError, match="retired"):
-        choice.choose("moonshot-v1-8k", 10, Options(), [])
+        choice.choose(model_table.RETIRED_EXAMPLES[1], 10, Options(), [])
 
 
 def test_a_failing_observer_never_stops_the_others():

@@ -9,6 +9,7 @@ from IPython.utils.capture import capture_output
 from test_bad_input import BAD_CONFIG
 
 from kimi_magic import SettingError, Settings
+from kimi_magic.core.models import RETIRED_EXAMPLES
 from kimi_magic.core.settings import DEFAULT_SYSTEM, SETTINGS
 
 
@@ -78,7 +79,7 @@ def test_default_system_reaches_open_sessions_that_have_not_started(ipython, sim
 
 
 def test_a_bad_environment_variable_does_not_stop_the_extension(ipython, sim, monkeypatch):
-    monkeypatch.setenv("MOONSHOT_MODEL", "kimi-k2-0905-preview")
+    monkeypatch.setenv("MOONSHOT_MODEL", RETIRED_EXAMPLES[0])
     with pytest.warns(UserWarning, match=r"ignoring \$MOONSHOT_MODEL: model .* is retired"):
         run(ipython, "%reload_ext kimi_magic")
     assert magic(ipython).model == "kimi-k2.6"

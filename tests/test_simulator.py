@@ -14,7 +14,7 @@ from typing import Any
 import openai
 import pytest
 
-from kimi_magic.core.models import MODELS, is_retired
+from kimi_magic.core.models import MODELS, RETIRED_EXAMPLES, is_retired
 from kimi_magic.simulator import FAILURE_KINDS, Simulator, count_prompt_tokens
 
 K26, K3 = "kimi-k2.6", "kimi-k3"
@@ -133,7 +133,7 @@ def test_an_empty_reasoning_content_can_be_sent(sim, client):
 
 
 @pytest.mark.parametrize("model_id", [
-    "kimi-k2-0905-preview", "moonshot-v1-8k",  # retired ids: 404
+    *RETIRED_EXAMPLES,  # retired ids: 404
     "no-such-model"])
 def test_retired_and_unknown_models_are_404(sim, model_id):
     assert is_retired(model_id) or model_id not in MODELS

@@ -125,12 +125,12 @@ def test_a_base_url_without_v1_is_named_as_the_problem(sim, store_path):
 
 
 def test_a_model_the_server_does_not_serve_lists_the_ones_it_does(session, sim):
-    sim.configure(models=["kimi-k2.6", "kimi-k2.5"])
+    sim.configure(models=["kimi-k2.7-code", "kimi-k2.6"])
     with pytest.raises(KimiError) as info:
         session.ask("Hello?", model="kimi-k3")
     line = str(info.value)
     assert info.value.kind == "not_found" and info.value.status == 404
-    assert "does not serve 'kimi-k3'" in line and "kimi-k2.5, kimi-k2.6" in line
+    assert "does not serve 'kimi-k3'" in line and "kimi-k2.6, kimi-k2.7-code" in line
     assert chats(sim)[-1]["body"]["model"] == "kimi-k3", "the server was asked"
 
 

@@ -117,6 +117,8 @@ DEFAULT_MODEL = "kimi-k2.6"
 
 #: Ids Moonshot has retired (they answer 404); matched by prefix.
 RETIRED_PREFIXES = ("kimi-k2-", "kimi-k2.5", "kimi-latest", "moonshot-v1-")
+#: Retired ids users still type from old notebooks (what the refusal is checked with).
+RETIRED_EXAMPLES = ("kimi-k2-0905-preview", "moonshot-v1-8k")
 
 #: A window assumed for an unknown model on a server that does not say (self-hosted).
 UNKNOWN_CONTEXT_LENGTH = 8_192
